@@ -1,0 +1,127 @@
+//! Time, injectable: a fast monotonic clock for production, a manual one for tests.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A source of time for limiters.
+///
+/// Readings are nanoseconds since the clock's own epoch and never go backwards. Shared stores
+/// that keep time on the client (DynamoDB) need wall-clock time instead: [`Clock::unix_now`].
+pub trait Clock: Send + Sync + 'static {
+    /// Nanoseconds since this clock's epoch. Never decreases.
+    fn now(&self) -> u64;
+
+    /// Wall-clock time: the duration since the Unix epoch that corresponds to [`now`](Self::now).
+    fn unix_now(&self) -> Duration;
+}
+
+/// The default clock: the operating system's monotonic clock (`std::time::Instant`).
+///
+/// Its epoch is the moment it was created; [`Clock::unix_now`] adds the wall-clock time read then,
+/// so wall time derived from it does not jump when the system clock is adjusted.
+///
+/// Why not the CPU's time-stamp counter, which `governor` reads through `quanta` at a third of the
+/// cost? Measured on this project's machines, TSC readings converted by quanta disagree with the
+/// kernel's monotonic clock by up to about a microsecond between threads, and a limiter on them
+/// admitted one request more than `burst + rate × w` over windows of real time in every stress run.
+/// The bound is the product, so the default clock is the one the bound is measured against.
+#[derive(Debug, Clone, Copy)]
+pub struct MonotonicClock {
+    start: Instant,
+    unix_at_start: Duration,
+}
+
+impl MonotonicClock {
+    /// A clock whose epoch is now.
+    pub fn new() -> Self {
+        MonotonicClock {
+            start: Instant::now(),
+            unix_at_start: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl Default for MonotonicClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for MonotonicClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        // u64 nanoseconds cover 584 years of uptime; saturate rather than wrap past that.
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn unix_now(&self) -> Duration {
+        self.unix_at_start
+            .saturating_add(Duration::from_nanos(self.now()))
+    }
+}
+
+/// A clock that moves only when told to, for tests. Clones share the same time.
+///
+/// ```
+/// use ratelimit_core::{Clock, ManualClock};
+/// use std::time::Duration;
+///
+/// let clock = ManualClock::new();
+/// let seen_by_limiter = clock.clone();
+/// clock.advance(Duration::from_millis(5));
+/// assert_eq!(seen_by_limiter.now(), 5_000_000);
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct ManualClock {
+    // Relaxed is enough: the reading carries no other data, and tests that move the clock from
+    // one thread and read it from another synchronise through their own joins or channels.
+    nanos: Arc<AtomicU64>,
+    unix_at_zero: Duration,
+}
+
+impl ManualClock {
+    /// A clock at zero, whose zero is the Unix epoch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A clock at zero whose zero is the given wall-clock time.
+    pub fn with_unix_epoch_offset(unix_at_zero: Duration) -> Self {
+        ManualClock {
+            nanos: Arc::default(),
+            unix_at_zero,
+        }
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, by: Duration) {
+        let by = u64::try_from(by.as_nanos()).unwrap_or(u64::MAX);
+        // fetch_update so concurrent advances add up and the sum saturates instead of wrapping.
+        let _ = self
+            .nanos
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_add(by))
+            });
+    }
+
+    /// Sets the clock to `nanos`; a value behind the current reading is ignored, so the clock
+    /// stays monotonic.
+    pub fn set(&self, nanos: u64) {
+        self.nanos.fetch_max(nanos, Ordering::Relaxed);
+    }
+}
+
+impl Clock for ManualClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        self.nanos.load(Ordering::Relaxed)
+    }
+
+    fn unix_now(&self) -> Duration {
+        self.unix_at_zero
+            .saturating_add(Duration::from_nanos(self.now()))
+    }
+}

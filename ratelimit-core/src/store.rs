@@ -1,0 +1,168 @@
+//! The contract every shared store keeps: one atomic, all-or-nothing decision per request.
+
+use async_trait::async_trait;
+
+use crate::decision::Decision;
+use crate::error::{RequestError, StoreError, StoreFailure};
+use crate::gcra;
+use crate::policy::Policy;
+
+/// The most limits one request may be checked against at once.
+pub const MAX_LIMITS: usize = 16;
+
+/// The longest key a store accepts, in bytes. Longer keys are refused, not truncated, so two keys
+/// that differ only past the limit are never confused.
+pub const MAX_KEY_LEN: usize = 1024;
+
+/// One limit a request is checked against: a key, its policy, and what the request costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limit<'a> {
+    /// The bucket's name, such as `"ip:10.0.0.1"` or `"route:/login"`.
+    pub key: &'a str,
+    /// The rate and burst of this limit.
+    pub policy: Policy,
+    /// What the request costs against this limit (at least 1).
+    pub cost: u32,
+}
+
+impl<'a> Limit<'a> {
+    /// A limit of cost 1.
+    pub fn new(key: &'a str, policy: Policy) -> Self {
+        Limit {
+            key,
+            policy,
+            cost: 1,
+        }
+    }
+
+    /// The same limit with another cost.
+    pub fn with_cost(self, cost: u32) -> Self {
+        Limit { cost, ..self }
+    }
+}
+
+/// The answer for a whole request: admitted by every limit, or by none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    allowed: bool,
+    decisions: Vec<Decision>,
+    degraded: Option<StoreFailure>,
+}
+
+impl Verdict {
+    /// A verdict from each limit's decision, in the order of the request's limits.
+    ///
+    /// When `allowed` is false nothing was debited; each decision then says whether its limit alone
+    /// would have admitted the request, and what it holds now.
+    pub fn new(allowed: bool, decisions: Vec<Decision>) -> Self {
+        Verdict {
+            allowed,
+            decisions,
+            degraded: None,
+        }
+    }
+
+    /// This verdict, marked as decided by the failure policy because the store was in trouble.
+    pub fn degraded(self, failure: StoreFailure) -> Self {
+        Verdict {
+            degraded: Some(failure),
+            ..self
+        }
+    }
+
+    /// Whether the request was admitted (and debited from every limit).
+    pub fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// Each limit's decision, in the order of the request's limits.
+    pub fn decisions(&self) -> &[Decision] {
+        &self.decisions
+    }
+
+    /// When the store failed and the failure policy decided instead: what kind of failure it was.
+    pub fn degraded_by(&self) -> Option<StoreFailure> {
+        self.degraded
+    }
+
+    /// The one decision to show the client: when denied, the denying limit that asks for the longest
+    /// wait; when admitted, the limit with the fewest requests left.
+    pub fn decision(&self) -> Option<Decision> {
+        if self.allowed {
+            self.decisions.iter().min_by_key(|d| d.remaining()).copied()
+        } else {
+            self.decisions
+                .iter()
+                .filter(|d| !d.is_allowed())
+                .max_by_key(|d| d.retry_after())
+                .or_else(|| self.decisions.first())
+                .copied()
+        }
+    }
+}
+
+/// Shared rate-limit state: the one operation every backend implements with the same meaning.
+///
+/// Every implementation is linearizable per request: `acquire` checks all the request's limits at
+/// one instant of the store's clock and debits all of them or none, so concurrent callers, in one
+/// process or many, together never exceed any limit's bound. A new backend proves that by passing
+/// the conformance suite (the `conformance` feature).
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// Checks a request against all of `limits` (distinct keys, at most [`MAX_LIMITS`]) and debits
+    /// every limit's cost if every limit admits it; otherwise debits nothing.
+    async fn acquire(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError>;
+
+    /// What [`acquire`](Self::acquire) would answer now, debiting nothing.
+    async fn peek(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError>;
+
+    /// Fills `key`'s bucket up again (forgets its state).
+    async fn reset(&self, key: &str) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
+    async fn acquire(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+        (**self).acquire(limits).await
+    }
+
+    async fn peek(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+        (**self).peek(limits).await
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        (**self).reset(key).await
+    }
+}
+
+/// Checks a request before any store sees it: limit count, keys, costs. Every backend calls this
+/// first, so all of them refuse the same requests with the same errors.
+pub fn validate(limits: &[Limit<'_>]) -> Result<(), RequestError> {
+    crate::keyed::check_request_shape(limits.len())?;
+    for (position, limit) in limits.iter().enumerate() {
+        validate_key(limit.key)?;
+        gcra::validate_cost(&limit.policy, limit.cost)?;
+        if limits
+            .iter()
+            .take(position)
+            .any(|other| other.key == limit.key)
+        {
+            return Err(RequestError::DuplicateKey { position });
+        }
+    }
+    Ok(())
+}
+
+/// Checks one key: not empty, at most [`MAX_KEY_LEN`] bytes.
+pub fn validate_key(key: &str) -> Result<(), RequestError> {
+    if key.is_empty() {
+        return Err(RequestError::EmptyKey);
+    }
+    if key.len() > MAX_KEY_LEN {
+        return Err(RequestError::KeyTooLong {
+            len: key.len(),
+            max: MAX_KEY_LEN,
+        });
+    }
+    Ok(())
+}
