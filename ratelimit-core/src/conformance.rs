@@ -7,7 +7,7 @@
 //!
 //! A backend runs all of it with one macro:
 //!
-//! ```ignore
+//! ```text
 //! ratelimit_core::store_conformance_tests!(async { my_backend::connect().await.unwrap() });
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

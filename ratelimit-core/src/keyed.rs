@@ -4,8 +4,9 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use arc_swap::ArcSwap;
+use parking_lot::RwLock;
 
 use crate::clock::{Clock, MonotonicClock};
 use crate::decision::Decision;
@@ -13,6 +14,7 @@ use crate::error::RequestError;
 use crate::gcra;
 use crate::keyed_state::{KeyedItem, KeyedState};
 use crate::policy::Policy;
+use crate::policy_cell::PolicyCell;
 
 /// The default most keys a limiter keeps buckets for.
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
@@ -43,29 +45,15 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// ```
 pub struct KeyedLimiter<K, C: Clock = MonotonicClock> {
     state: KeyedState<K>,
-    // Swapped whole on every change (changes are rare, reads are on every request), so a reader
-    // always sees one consistent set of policies without taking a lock.
-    policies: ArcSwap<Policies<K>>,
+    // Read on every request, written rarely: a sequence lock costs a reader a few plain loads.
+    default: PolicyCell,
+    // Looked up only while some key has an override (`has_overrides`), so limiters without
+    // overrides never touch this lock.
+    overrides: RwLock<HashMap<K, Policy, foldhash::fast::RandomState>>,
+    // Relaxed: a check that races a new override may use the previous policy once, the same as
+    // if it had run a moment earlier.
+    has_overrides: AtomicBool,
     clock: C,
-}
-
-struct Policies<K> {
-    default: Policy,
-    overrides: HashMap<K, Policy, foldhash::fast::RandomState>,
-}
-
-impl<K: Hash + Eq + Clone> Policies<K> {
-    #[inline]
-    fn get<Q>(&self, key: &Q) -> Policy
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ?Sized,
-    {
-        if self.overrides.is_empty() {
-            return self.default;
-        }
-        self.overrides.get(key).copied().unwrap_or(self.default)
-    }
 }
 
 /// Sets up a [`KeyedLimiter`].
@@ -118,10 +106,9 @@ impl<C: Clock> KeyedLimiterBuilder<C> {
     pub fn build<K: Hash + Eq + Clone>(self) -> KeyedLimiter<K, C> {
         KeyedLimiter {
             state: KeyedState::new(self.max_keys, self.shards),
-            policies: ArcSwap::from_pointee(Policies {
-                default: self.policy,
-                overrides: HashMap::default(),
-            }),
+            default: PolicyCell::new(self.policy),
+            overrides: RwLock::new(HashMap::default()),
+            has_overrides: AtomicBool::new(false),
             clock: self.clock,
         }
     }
@@ -142,7 +129,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let policy = self.policies.load().get(key);
+        let policy = self.policy_for(key);
         gcra::validate_cost(&policy, cost)?;
         Ok(self.state.check(key, &policy, cost, self.clock.now()))
     }
@@ -153,7 +140,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let policy = self.policies.load().get(key);
+        let policy = self.policy_for(key);
         gcra::validate_cost(&policy, cost)?;
         Ok(self.state.peek(key, &policy, cost, self.clock.now()))
     }
@@ -170,13 +157,12 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         check_request_shape(requests.len())?;
-        let policies = self.policies.load();
         let mut items = Vec::with_capacity(requests.len());
         for (i, (key, cost)) in requests.iter().enumerate() {
             if requests.iter().take(i).any(|(other, _)| other == key) {
                 return Err(RequestError::DuplicateKey { position: i });
             }
-            let policy = policies.get(*key);
+            let policy = self.policy_for(*key);
             gcra::validate_cost(&policy, *cost)?;
             items.push(KeyedItem {
                 key: *key,
@@ -215,37 +201,35 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     }
 
     /// The policy `key` is limited by now.
+    #[inline]
     pub fn policy_for<Q>(&self, key: &Q) -> Policy
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.policies.load().get(key)
+        if self.has_overrides.load(Ordering::Relaxed) {
+            if let Some(policy) = self.overrides.read().get(key) {
+                return *policy;
+            }
+        }
+        self.default.load()
     }
 
     /// The policy of every key without an override.
     pub fn default_policy(&self) -> Policy {
-        self.policies.load().default
+        self.default.load()
     }
 
     /// Changes the policy of every key without an override, from the next decision on.
     pub fn set_default_policy(&self, policy: Policy) {
-        self.policies.rcu(|current| Policies {
-            default: policy,
-            overrides: current.overrides.clone(),
-        });
+        self.default.store(policy);
     }
 
     /// Gives `key` its own policy, from the next decision on.
     pub fn set_policy(&self, key: K, policy: Policy) {
-        self.policies.rcu(|current| {
-            let mut overrides = current.overrides.clone();
-            overrides.insert(key.clone(), policy);
-            Policies {
-                default: current.default,
-                overrides,
-            }
-        });
+        let mut overrides = self.overrides.write();
+        overrides.insert(key, policy);
+        self.has_overrides.store(true, Ordering::Relaxed);
     }
 
     /// Puts `key` back under the default policy.
@@ -254,14 +238,10 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.policies.rcu(|current| {
-            let mut overrides = current.overrides.clone();
-            overrides.remove(key);
-            Policies {
-                default: current.default,
-                overrides,
-            }
-        });
+        let mut overrides = self.overrides.write();
+        overrides.remove(key);
+        self.has_overrides
+            .store(!overrides.is_empty(), Ordering::Relaxed);
     }
 
     /// Buckets held now (keys with tokens in use, plus full ones not yet swept).
@@ -301,7 +281,7 @@ impl<K: Hash + Eq + Clone, C: Clock> std::fmt::Debug for KeyedLimiter<K, C> {
         f.debug_struct("KeyedLimiter")
             .field("keys", &self.state.len())
             .field("max_keys", &self.state.max_keys())
-            .field("default", &self.policies.load().default)
+            .field("default", &self.default.load())
             .finish_non_exhaustive()
     }
 }

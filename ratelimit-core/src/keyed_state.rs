@@ -31,6 +31,11 @@ use crate::policy::Policy;
 /// A shard never sweeps below this many entries: sweeping tiny tables would cost more than it saves.
 const MIN_SWEEP_AT: usize = 64;
 
+/// A shard sweeps once it holds this share of its part of `max_keys` (or has doubled since its last
+/// sweep). Sweeping earlier would make keys that are used often but fill up quickly (a generous
+/// limit) leave and re-enter the table on every sweep, paying an insert each time.
+const SWEEP_SHARE_DIVISOR: usize = 8;
+
 struct Entry<K> {
     key: K,
     // Relaxed, as in TokenBucket: the word is the bucket's whole state. Structural changes (insert,
@@ -41,6 +46,7 @@ struct Entry<K> {
 struct Shard<K> {
     table: HashTable<Entry<K>>,
     next_sweep_at: usize,
+    sweep_floor: usize,
 }
 
 /// One limit of a multi-limit check.
@@ -65,11 +71,13 @@ impl<K: Hash + Eq> KeyedState<K> {
     /// A table of at most `max_keys` buckets in `shards` shards (rounded up to a power of two).
     pub(crate) fn new(max_keys: usize, shards: usize) -> Self {
         let count = shards.clamp(1, 1 << 16).next_power_of_two();
+        let sweep_floor = (max_keys / count / SWEEP_SHARE_DIVISOR).max(MIN_SWEEP_AT);
         let shards = (0..count)
             .map(|_| {
                 CachePadded::new(RwLock::new(Shard {
                     table: HashTable::new(),
-                    next_sweep_at: MIN_SWEEP_AT,
+                    next_sweep_at: sweep_floor,
+                    sweep_floor,
                 }))
             })
             .collect();
@@ -352,7 +360,7 @@ impl<K: Hash + Eq> KeyedState<K> {
                 .table
                 .shrink_to(after.saturating_mul(2), |e| self.hasher.hash_one(&e.key));
         }
-        shard.next_sweep_at = after.saturating_mul(2).max(MIN_SWEEP_AT);
+        shard.next_sweep_at = after.saturating_mul(2).max(shard.sweep_floor);
     }
 
     /// The answer for a key that has no bucket while the table is full of active ones.

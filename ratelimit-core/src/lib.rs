@@ -46,6 +46,7 @@ mod keyed_state;
 mod limiter;
 mod memory;
 mod policy;
+mod policy_cell;
 mod store;
 mod wait;
 
