@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Runs every check CI runs: formatting, clippy, and the whole test suite with doc tests.
+# It first makes sure the services the tests talk to are up (scripts/services.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ -x scripts/services.sh ]; then
+  scripts/services.sh up
+fi
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo test"
+cargo test --workspace
