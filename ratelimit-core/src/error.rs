@@ -64,6 +64,17 @@ pub enum RequestError {
         /// The most allowed, [`MAX_KEY_LEN`](crate::MAX_KEY_LEN).
         max: usize,
     },
+    /// The policy's emission interval is finer than the store's clock can count (Redis counts in
+    /// microseconds).
+    #[error(
+        "an emission interval of {emission_interval_ns} ns is finer than the store's {resolution_ns} ns clock"
+    )]
+    RateTooFine {
+        /// The policy's emission interval.
+        emission_interval_ns: u64,
+        /// The store's clock resolution.
+        resolution_ns: u64,
+    },
     /// The same key twice in one request would debit one bucket under two policies.
     #[error("the limit at position {position} repeats the key of an earlier limit")]
     DuplicateKey {

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Starts the servers the tests talk to, on loopback, when they are not running already:
+#   Redis         127.0.0.1:6379
+#   Redis Cluster 127.0.0.1:7000-7005 (three masters, three replicas)
+# Usage: scripts/services.sh up | down
+# Installs Debian's redis-server and redis-tools when they are missing. Fails loudly when a service
+# cannot be started.
+set -euo pipefail
+
+STATE_DIR="${RATELIMIT_SERVICES_DIR:-/tmp/ratelimit-services}"
+CLUSTER_PORTS=(7000 7001 7002 7003 7004 7005)
+
+say() { printf '[services] %s\n' "$*" >&2; }
+die() { say "ERROR: $*"; exit 1; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "apt-get not found; install $* by hand"
+  say "installing $* with apt-get"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+}
+
+need_redis_binaries() {
+  if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then
+    apt_install redis-server redis-tools
+  fi
+}
+
+# wait_until SECONDS COMMAND...: retries COMMAND every 0.1 s until it succeeds or time runs out.
+wait_until() {
+  local deadline=$((SECONDS + $1)); shift
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || return 1
+    sleep 0.1
+  done
+}
+
+redis_up() {
+  if redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; then
+    say "redis on 6379: already running"
+    return
+  fi
+  mkdir -p "$STATE_DIR/6379"
+  say "redis on 6379: starting"
+  redis-server --port 6379 --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --dir "$STATE_DIR/6379" --logfile "$STATE_DIR/6379/redis.log"
+  wait_until 10 sh -c 'redis-cli -p 6379 ping | grep -q PONG' \
+    || die "redis on 6379 did not start; see $STATE_DIR/6379/redis.log"
+}
+
+cluster_ok() {
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    redis-cli -p "$port" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || return 1
+  done
+  # Three masters, each with its replica.
+  [ "$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster nodes 2>/dev/null | grep -c master)" -eq 3 ] || return 1
+  [ "$(redis-cli -p "${CLUSTER_PORTS[0]}" cluster nodes 2>/dev/null | grep -c slave)" -eq 3 ] || return 1
+  ! redis-cli -p "${CLUSTER_PORTS[0]}" cluster nodes 2>/dev/null | grep -q fail
+}
+
+cluster_down() {
+  local port
+  for port in "${CLUSTER_PORTS[@]}"; do
+    redis-cli -p "$port" shutdown nosave >/dev/null 2>&1 || true
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do
+    wait_until 5 sh -c "! redis-cli -p $port ping" || die "cluster node $port does not stop"
+  done
+  rm -rf "$STATE_DIR/cluster"
+}
+
+cluster_up() {
+  if cluster_ok; then
+    say "redis cluster on ${CLUSTER_PORTS[0]}-${CLUSTER_PORTS[5]}: already running"
+    return
+  fi
+  say "redis cluster: (re)creating on ${CLUSTER_PORTS[0]}-${CLUSTER_PORTS[5]}"
+  cluster_down
+  local port addresses=()
+  for port in "${CLUSTER_PORTS[@]}"; do
+    local dir="$STATE_DIR/cluster/$port"
+    mkdir -p "$dir"
+    redis-server --port "$port" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 2000 \
+      --save '' --appendonly no --daemonize yes --dir "$dir" --logfile "$dir/redis.log"
+    addresses+=("127.0.0.1:$port")
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do
+    wait_until 10 sh -c "redis-cli -p $port ping | grep -q PONG" \
+      || die "cluster node $port did not start; see $STATE_DIR/cluster/$port/redis.log"
+  done
+  redis-cli --cluster create "${addresses[@]}" --cluster-replicas 1 --cluster-yes >"$STATE_DIR/cluster/create.log" 2>&1 \
+    || die "redis-cli --cluster create failed; see $STATE_DIR/cluster/create.log"
+  wait_until 30 cluster_ok || die "the cluster did not reach cluster_state:ok with 3 masters and 3 replicas"
+  say "redis cluster: ok"
+}
+
+case "${1:-up}" in
+  up)
+    need_redis_binaries
+    redis_up
+    cluster_up
+    ;;
+  down)
+    cluster_down
+    ;;
+  *)
+    die "usage: $0 up|down"
+    ;;
+esac
