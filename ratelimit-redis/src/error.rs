@@ -14,9 +14,9 @@ pub(crate) fn to_store_error(error: RedisError) -> StoreError {
         ErrorKind::Parse | ErrorKind::UnexpectedReturnType => {
             StoreError::BadReply(error.to_string())
         }
-        ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort) => {
-            StoreError::BadReply(error.to_string())
-        }
+        // An error the script raised on the data it found, or one Redis has no code for.
+        ErrorKind::Server(ServerErrorKind::ResponseError | ServerErrorKind::ExecAbort)
+        | ErrorKind::Extension => StoreError::BadReply(error.to_string()),
         ErrorKind::AuthenticationFailed
         | ErrorKind::InvalidClientConfig
         | ErrorKind::Server(ServerErrorKind::NoPerm | ServerErrorKind::CrossSlot) => {

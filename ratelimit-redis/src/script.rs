@@ -37,7 +37,7 @@ for i = 1, #KEYS do
   if stored then
     tat = tonumber(stored)
     if tat == nil or tat < 0 or tat ~= math.floor(tat) then
-      return redis.error_reply('ratelimit: bucket ' .. KEYS[i] .. ' holds no integer state')
+      return redis.error_reply('ERR ratelimit: bucket ' .. KEYS[i] .. ' holds no integer state')
     end
   end
   local base = math.max(tat, now)

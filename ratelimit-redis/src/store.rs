@@ -124,6 +124,11 @@ impl RedisStore {
         self.decide.get_hash()
     }
 
+    /// The Redis Cluster slot of a Redis key (as [`redis_key`](Self::redis_key) returns it).
+    pub fn slot_of(redis_key: &str) -> u16 {
+        crate::slot::slot(redis_key.as_bytes())
+    }
+
     /// The Redis key of a limit key.
     pub fn redis_key(&self, key: &str) -> String {
         format!("{}{key}", self.prefix)

