@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the median of every criterion benchmark, and each row's ratio to its first contender.
+"""Prints the median of every criterion benchmark, its rate, and its time relative to ratelimit's.
 
 Usage: scripts/bench-summary.py [target/criterion]. Reads criterion's estimates.json files, so run
 `cargo bench -p ratelimit-benches` first.
@@ -16,10 +16,14 @@ for estimates in sorted(root.glob("**/new/estimates.json")):
     median = json.loads(estimates.read_text())["median"]["point_estimate"]
     rows.setdefault(group, []).append((bench.name, median))
 
-print(f"{'group':44} {'contender':22} {'median':>12} {'vs ratelimit':>13}")
+def ours(name):
+    return name.startswith("ratelimit")
+
+
+print(f"{'group':28} {'contender':20} {'median':>10} {'per second':>12} {'time vs ratelimit':>18}")
 for group, contenders in rows.items():
-    ours = dict(contenders).get("ratelimit")
-    for name, median in sorted(contenders, key=lambda c: (c[0] != "ratelimit", c[0])):
-        ratio = f"{median / ours:.2f}x" if ours else ""
+    reference = next((m for n, m in contenders if ours(n)), None)
+    for name, median in sorted(contenders, key=lambda c: (not ours(c[0]), c[0])):
+        ratio = f"{median / reference:.2f}x" if reference else ""
         unit = f"{median:.1f} ns" if median < 1e4 else f"{median / 1e3:.1f} us"
-        print(f"{group:44} {name:22} {unit:>12} {ratio:>13}")
+        print(f"{group:28} {name:20} {unit:>10} {1e9 / median:>12,.0f} {ratio:>18}")

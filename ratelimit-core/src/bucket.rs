@@ -2,6 +2,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crossbeam_utils::CachePadded;
+
 use crate::clock::{Clock, MonotonicClock};
 use crate::decision::Decision;
 use crate::error::RequestError;
@@ -23,7 +25,9 @@ use crate::policy::Policy;
 /// ```
 #[derive(Debug)]
 pub struct TokenBucket<C: Clock = MonotonicClock> {
-    tat: AtomicU64,
+    // On a cache line of its own: threads sharing the bucket write this word on every admission,
+    // and the policy and clock they read on every check must not be evicted along with it.
+    tat: CachePadded<AtomicU64>,
     policy: Policy,
     clock: C,
 }
@@ -39,7 +43,7 @@ impl<C: Clock> TokenBucket<C> {
     /// A full bucket on the given clock.
     pub fn with_clock(policy: Policy, clock: C) -> Self {
         TokenBucket {
-            tat: AtomicU64::new(0),
+            tat: CachePadded::new(AtomicU64::new(0)),
             policy,
             clock,
         }

@@ -53,8 +53,13 @@ impl Default for MonotonicClock {
 impl Clock for MonotonicClock {
     #[inline]
     fn now(&self) -> u64 {
-        // u64 nanoseconds cover 584 years of uptime; saturate rather than wrap past that.
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+        // Seconds and nanoseconds rather than `as_nanos`, which goes through u128. u64 nanoseconds
+        // cover 584 years of uptime; saturate rather than wrap past that.
+        let elapsed = self.start.elapsed();
+        elapsed
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(elapsed.subsec_nanos()))
     }
 
     fn unix_now(&self) -> Duration {
