@@ -61,4 +61,5 @@ pub use keyed::{DEFAULT_MAX_KEYS, KeyedLimiter, KeyedLimiterBuilder};
 pub use limiter::{DEFAULT_COOLDOWN, DEFAULT_DEADLINE, FailurePolicy, Limiter};
 pub use memory::MemoryStore;
 pub use policy::Policy;
+pub use policy_cell::PolicyCell;
 pub use store::{Limit, MAX_KEY_LEN, MAX_LIMITS, Store, Verdict, validate, validate_key};

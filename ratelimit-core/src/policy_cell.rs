@@ -6,14 +6,24 @@ use parking_lot::Mutex;
 
 use crate::policy::Policy;
 
-/// A [`Policy`] behind a sequence lock.
+/// A [`Policy`] that can be swapped at runtime, read on every request for the cost of a few loads.
 ///
+/// ```
+/// use ratelimit_core::{Policy, PolicyCell};
+///
+/// let cell = PolicyCell::new(Policy::per_second(100)?);
+/// cell.store(Policy::per_second(10)?); // tighten, say, during an attack
+/// assert_eq!(cell.load(), Policy::per_second(10)?);
+/// # Ok::<(), ratelimit_core::PolicyError>(())
+/// ```
+///
+/// It is a sequence lock.
 /// Readers never write shared memory (an `ArcSwap` or a read lock would, and cost 10 to 15 ns per
 /// request in the keyed benchmark); they read the sequence number, the fields, and the sequence
 /// number again, and retry in the rare case that a writer was in between. Writers are serialised by
 /// a mutex: policy changes are rare.
 #[derive(Debug)]
-pub(crate) struct PolicyCell {
+pub struct PolicyCell {
     seq: AtomicU64,
     emission_interval_ns: AtomicU64,
     burst: AtomicU32,
@@ -21,7 +31,8 @@ pub(crate) struct PolicyCell {
 }
 
 impl PolicyCell {
-    pub(crate) fn new(policy: Policy) -> Self {
+    /// A cell holding `policy`.
+    pub fn new(policy: Policy) -> Self {
         PolicyCell {
             seq: AtomicU64::new(0),
             emission_interval_ns: AtomicU64::new(policy.emission_interval_ns()),
@@ -30,8 +41,9 @@ impl PolicyCell {
         }
     }
 
+    /// The policy now.
     #[inline]
-    pub(crate) fn load(&self) -> Policy {
+    pub fn load(&self) -> Policy {
         loop {
             // Acquire on the first read pairs with the writer's final Release store: if we see an
             // even number a writer finished, and its field stores are visible to us.
@@ -52,7 +64,8 @@ impl PolicyCell {
         }
     }
 
-    pub(crate) fn store(&self, policy: Policy) {
+    /// Replaces the policy; readers see the new one from their next load.
+    pub fn store(&self, policy: Policy) {
         let _writer = self.writer.lock();
         let seq = self.seq.load(Ordering::Relaxed);
         self.seq.store(seq.wrapping_add(1), Ordering::Relaxed); // odd: a write is under way
