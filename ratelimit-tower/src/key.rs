@@ -310,3 +310,84 @@ fn malformed(header: &HeaderName, reason: &str) -> KeyError {
         reason: reason.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> http::Request<()> {
+        let mut builder = http::Request::builder().uri("/x");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let mut request = builder.body(()).unwrap();
+        request
+            .extensions_mut()
+            .insert(PeerAddr("10.0.0.2:5000".parse().unwrap()));
+        request
+    }
+
+    fn client(headers: &[(&str, &str)]) -> Result<IpAddr, KeyError> {
+        let trusted = TrustedProxies::parse(["10.0.0.0/8", "fd00::/8"]).unwrap();
+        let request = request(headers);
+        trusted.client_ip(&RequestView::of(&request))
+    }
+
+    #[test]
+    fn forwarded_takes_precedence_and_understands_every_node_form() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client(&[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]),
+            Ok(ip("192.0.2.60"))
+        );
+        assert_eq!(
+            client(&[(
+                "forwarded",
+                r#"for="[2001:db8:cafe::17]:4711", for=10.1.1.1"#
+            )]),
+            Ok(ip("2001:db8:cafe::17"))
+        );
+        assert_eq!(
+            client(&[
+                ("forwarded", r#"For="192.0.2.43:47011""#),
+                ("x-forwarded-for", "6.6.6.6")
+            ]),
+            Ok(ip("192.0.2.43"))
+        );
+        assert!(matches!(
+            client(&[("forwarded", "for=unknown")]),
+            Err(KeyError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn x_forwarded_for_over_several_headers_and_all_trusted_hops() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(
+            client(&[
+                ("x-forwarded-for", "7.7.7.7, 8.8.8.8"),
+                ("x-forwarded-for", "10.9.9.9")
+            ]),
+            Ok(ip("8.8.8.8"))
+        );
+        assert_eq!(
+            client(&[("x-forwarded-for", "10.1.1.1, fd00::1")]),
+            Ok(ip("10.1.1.1"))
+        );
+        assert_eq!(client(&[("x-real-ip", "9.9.9.9")]), Ok(ip("9.9.9.9")));
+        assert_eq!(client(&[]), Ok(ip("10.0.0.2")));
+        assert!(client(&[("x-forwarded-for", "1.2.3.4, ")]).is_err());
+    }
+
+    #[test]
+    fn oversized_keys_are_refused() {
+        let long = "k".repeat(ratelimit_core::MAX_KEY_LEN);
+        let request = request(&[("x-api-key", &long)]);
+        let extractor = KeyExtractor::header(HeaderName::from_static("x-api-key"));
+        assert!(matches!(
+            extractor.extract(&RequestView::of(&request)),
+            Err(KeyError::TooLong(_))
+        ));
+    }
+}

@@ -204,3 +204,25 @@ impl Rule {
         self.policy.load()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_patterns() {
+        let p = |pattern: &str, path: &str| PathPattern::new(pattern).matches(path);
+        assert!(p("/api/*", "/api"));
+        assert!(p("/api/*", "/api/v1/users"));
+        assert!(!p("/api/*", "/apis"));
+        assert!(p("/users/{id}", "/users/42"));
+        assert!(!p("/users/{id}", "/users"));
+        assert!(!p("/users/{id}", "/users/42/posts"));
+        assert!(p("/login", "/login/"));
+        assert!(p("/*", "/anything/at/all"));
+        assert!(p(
+            "/grpc.health.v1.Health/*",
+            "/grpc.health.v1.Health/Check"
+        ));
+    }
+}
