@@ -116,6 +116,9 @@ impl Limiter {
     /// request is an error; store trouble is answered by the failure policy, and the verdict says so
     /// ([`Verdict::degraded_by`]).
     pub async fn acquire(&self, limits: &[Limit<'_>]) -> Result<Verdict, RequestError> {
+        if let Some(answer) = self.acquire_sync(limits) {
+            return answer;
+        }
         validate(limits)?;
         let now = self.clock.now();
         if !self.breaker.admits(now, self.cooldown) {
@@ -123,6 +126,18 @@ impl Limiter {
         }
         let outcome = tokio::time::timeout(self.deadline, self.store.acquire(limits)).await;
         self.settle(limits, outcome)
+    }
+
+    /// [`acquire`](Self::acquire) without a future, when the store decides in this process
+    /// ([`Store::acquire_sync`]); `None` for a store that must be asked over the network.
+    pub fn acquire_sync(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, RequestError>> {
+        let answer = self.store.acquire_sync(limits)?;
+        // Nothing to wait for and nothing to fail over from: no deadline, no breaker.
+        Some(match answer {
+            Ok(verdict) => Ok(verdict),
+            Err(StoreError::Request(error)) => Err(error),
+            Err(error) => self.on_failure(limits, error.kind()),
+        })
     }
 
     /// What [`acquire`](Self::acquire) would answer now, debiting nothing; store trouble is answered

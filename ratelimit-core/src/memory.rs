@@ -84,7 +84,7 @@ impl<C: Clock> MemoryStore<C> {
         let now = self.clock.now();
         if let [limit] = limits {
             let decision = self.state.check(limit.key, &limit.policy, limit.cost, now);
-            return Ok(Verdict::new(decision.is_allowed(), vec![decision]));
+            return Ok(Verdict::single(decision));
         }
         let items: Vec<KeyedItem<'_, str>> = limits
             .iter()
@@ -125,6 +125,10 @@ impl<C: Clock> Store for MemoryStore<C> {
         crate::store::validate_key(key)?;
         self.state.remove(key);
         Ok(())
+    }
+
+    fn acquire_sync(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
+        Some(self.acquire_now(limits))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The contract every shared store keeps: one atomic, all-or-nothing decision per request.
 
 use async_trait::async_trait;
+use smallvec::SmallVec;
 
 use crate::decision::Decision;
 use crate::error::{RequestError, StoreError, StoreFailure};
@@ -45,7 +46,8 @@ impl<'a> Limit<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     allowed: bool,
-    decisions: Vec<Decision>,
+    // Inline for the common one or two limits: a verdict costs no allocation.
+    decisions: SmallVec<[Decision; 2]>,
     degraded: Option<StoreFailure>,
 }
 
@@ -57,6 +59,17 @@ impl Verdict {
     pub fn new(allowed: bool, decisions: Vec<Decision>) -> Self {
         Verdict {
             allowed,
+            decisions: SmallVec::from_vec(decisions),
+            degraded: None,
+        }
+    }
+
+    /// The verdict of a request of one limit.
+    pub fn single(decision: Decision) -> Self {
+        let mut decisions = SmallVec::new();
+        decisions.push(decision);
+        Verdict {
+            allowed: decision.is_allowed(),
             decisions,
             degraded: None,
         }
@@ -118,6 +131,16 @@ pub trait Store: Send + Sync {
 
     /// Fills `key`'s bucket up again (forgets its state).
     async fn reset(&self, key: &str) -> Result<(), StoreError>;
+
+    /// [`acquire`](Self::acquire) without a future, for stores that decide in this process without
+    /// I/O ([`MemoryStore`](crate::MemoryStore)); every other store returns `None` (the default).
+    ///
+    /// A [`Limiter`](crate::Limiter) tries this first: an answer here needs no deadline, no circuit
+    /// breaker, and no boxed future on the request path.
+    fn acquire_sync(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
+        let _ = limits;
+        None
+    }
 }
 
 #[async_trait]
@@ -132,6 +155,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         (**self).reset(key).await
+    }
+
+    fn acquire_sync(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
+        (**self).acquire_sync(limits)
     }
 }
 

@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use compact_str::CompactString;
 use http::header::{HeaderMap, HeaderName};
 use http::{Extensions, Method, Uri};
 use ipnet::IpNet;
@@ -154,9 +155,22 @@ impl KeyExtractor {
 
     /// The key of `request`, or why there is none.
     pub fn extract(&self, request: &RequestView<'_>) -> Result<String, KeyError> {
-        let key = match self {
-            KeyExtractor::PeerIp => request.peer().ok_or(KeyError::NoPeer)?.to_string(),
-            KeyExtractor::ClientIp(trusted) => trusted.client_ip(request)?.to_string(),
+        let mut key = CompactString::default();
+        self.extract_into(request, &mut key)?;
+        Ok(key.into_string())
+    }
+
+    /// Appends the key of `request` to `out` (which the layer has started with the rule's name), so
+    /// that a key costs one allocation; on error `out` is left as it was.
+    pub fn extract_into(
+        &self,
+        request: &RequestView<'_>,
+        out: &mut CompactString,
+    ) -> Result<(), KeyError> {
+        let start = out.len();
+        match self {
+            KeyExtractor::PeerIp => push_ip(out, request.peer().ok_or(KeyError::NoPeer)?),
+            KeyExtractor::ClientIp(trusted) => push_ip(out, trusted.client_ip(request)?),
             KeyExtractor::Header(name) => {
                 let value = request
                     .headers
@@ -169,24 +183,76 @@ impl KeyExtractor {
                 if value.is_empty() {
                     return Err(KeyError::MissingHeader(name.clone()));
                 }
-                value.to_string()
+                check_length(value.len())?;
+                out.push_str(value);
             }
-            KeyExtractor::Principal => request
-                .extensions
-                .get::<Principal>()
-                .ok_or(KeyError::NoPrincipal)?
-                .0
-                .clone(),
-            KeyExtractor::Route => request.uri.path().to_string(),
-            KeyExtractor::Global => String::from("*"),
-            KeyExtractor::Custom(f) => f(request).ok_or(KeyError::NotFound)?,
-        };
-        // Leave room for the rule name the layer puts in front.
-        if key.len() > ratelimit_core::MAX_KEY_LEN / 2 {
-            return Err(KeyError::TooLong(key.len()));
+            KeyExtractor::Principal => {
+                let principal = request
+                    .extensions
+                    .get::<Principal>()
+                    .ok_or(KeyError::NoPrincipal)?;
+                check_length(principal.0.len())?;
+                out.push_str(&principal.0);
+            }
+            KeyExtractor::Route => {
+                check_length(request.uri.path().len())?;
+                out.push_str(request.uri.path());
+            }
+            KeyExtractor::Global => out.push('*'),
+            KeyExtractor::Custom(f) => {
+                let key = f(request).ok_or(KeyError::NotFound)?;
+                check_length(key.len())?;
+                out.push_str(&key);
+            }
         }
-        Ok(key)
+        if out.len() == start {
+            return Err(KeyError::NotFound);
+        }
+        Ok(())
     }
+}
+
+/// Appends `ip` in its usual text form. IPv4 skips the formatting machinery: it is on the path of
+/// every request keyed by address, and `Display` costs about as much as the rest of the key.
+fn push_ip(out: &mut CompactString, ip: IpAddr) {
+    use std::fmt::Write as _;
+    match ip {
+        IpAddr::V4(v4) => {
+            // Written into a stack buffer and appended once: pushing character by character into
+            // the key costs more than the digits.
+            let mut buf = [0u8; 15];
+            let mut len = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[len] = b'.';
+                    len += 1;
+                }
+                if octet >= 100 {
+                    buf[len] = b'0' + octet / 100;
+                    len += 1;
+                }
+                if octet >= 10 {
+                    buf[len] = b'0' + (octet / 10) % 10;
+                    len += 1;
+                }
+                buf[len] = b'0' + octet % 10;
+                len += 1;
+            }
+            // Only ASCII digits and dots were written, so this is always valid UTF-8.
+            out.push_str(std::str::from_utf8(&buf[..len]).unwrap_or_default());
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Keys are at most half of what a store accepts, leaving room for the rule name in front.
+fn check_length(len: usize) -> Result<(), KeyError> {
+    if len > ratelimit_core::MAX_KEY_LEN / 2 {
+        return Err(KeyError::TooLong(len));
+    }
+    Ok(())
 }
 
 /// The proxies whose forwarding headers are believed.
@@ -378,6 +444,22 @@ mod tests {
         assert_eq!(client(&[("x-real-ip", "9.9.9.9")]), Ok(ip("9.9.9.9")));
         assert_eq!(client(&[]), Ok(ip("10.0.0.2")));
         assert!(client(&[("x-forwarded-for", "1.2.3.4, ")]).is_err());
+    }
+
+    #[test]
+    fn ip_keys_are_written_as_display_writes_them() {
+        for a in [0u8, 1, 9, 10, 99, 100, 199, 200, 255] {
+            for b in [0u8, 7, 42, 250] {
+                let ip = IpAddr::from([a, b, b.wrapping_mul(3), a.wrapping_add(b)]);
+                let mut out = CompactString::from("rule:");
+                push_ip(&mut out, ip);
+                assert_eq!(out, format!("rule:{ip}"));
+            }
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        let mut out = CompactString::default();
+        push_ip(&mut out, v6);
+        assert_eq!(out, "2001:db8::1");
     }
 
     #[test]

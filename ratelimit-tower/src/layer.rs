@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Response;
-use http_body_util::Full;
 use parking_lot::RwLock;
 use ratelimit_core::{Limiter, Policy};
 
@@ -18,7 +17,7 @@ use crate::rule::Rule;
 use crate::service::RateLimit;
 
 /// Builds a custom rejection response.
-pub type RejectionFn = Arc<dyn Fn(&Rejection) -> Response<Full<Bytes>> + Send + Sync>;
+pub type RejectionFn = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
 
 /// Why a layer could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,11 +80,12 @@ pub(crate) struct Blocks {
 
 impl Blocks {
     /// How long `key` stays blocked, if it is.
-    pub(crate) fn remaining(&self, key: &str, now: Instant) -> Option<Duration> {
+    pub(crate) fn remaining(&self, key: &str) -> Option<Duration> {
         if !self.any.load(Ordering::Relaxed) {
             return None;
         }
         let until = *self.until.read().get(key)?;
+        let now = Instant::now();
         (until > now).then(|| until - now)
     }
 }
@@ -165,7 +165,7 @@ impl RateLimitLayerBuilder {
     /// to what it returns.
     pub fn rejection(
         mut self,
-        rejection: impl Fn(&Rejection) -> Response<Full<Bytes>> + Send + Sync + 'static,
+        rejection: impl Fn(&Rejection) -> Response<Bytes> + Send + Sync + 'static,
     ) -> Self {
         self.rejection = Some(Arc::new(rejection));
         self

@@ -60,6 +60,7 @@
 //! policy. Every decision goes to the [`DecisionObserver`]s, and a [`RateLimitHandle`] changes
 //! policies and blocks keys while the layer runs.
 
+mod body;
 mod key;
 mod layer;
 mod metrics;
@@ -68,6 +69,7 @@ mod response;
 mod rule;
 mod service;
 
+pub use body::RejectionBody;
 pub use key::{
     CustomExtractor, KeyError, KeyExtractor, PeerAddr, Principal, RequestView, TrustedProxies,
 };
@@ -78,4 +80,4 @@ pub use metrics::RuleCounters;
 pub use observer::{DecisionEvent, DecisionObserver, Outcome, ResponseEvent};
 pub use response::{HeaderOptions, Rejection};
 pub use rule::{Matcher, MissingKey, Rule};
-pub use service::{RateLimit, RateLimitBody};
+pub use service::{After, RateLimit, ResponseFuture};

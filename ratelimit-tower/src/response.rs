@@ -10,7 +10,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
-use http_body_util::Full;
 use ratelimit_core::{Decision, Policy};
 
 /// Which rate-limit header fields responses carry.
@@ -119,15 +118,15 @@ fn insert(headers: &mut HeaderMap, name: &HeaderName, value: String) {
 
 /// The default rejection: HTTP 429 with `Retry-After`, or gRPC `RESOURCE_EXHAUSTED` carrying the
 /// delay as `google.rpc.RetryInfo` in its details and as `retry-after` metadata.
-pub(crate) fn reject(rejection: &Rejection) -> Response<Full<Bytes>> {
+pub(crate) fn reject(rejection: &Rejection) -> Response<Bytes> {
     let seconds = ceil_secs(rejection.retry_after).max(1);
     let mut response = if rejection.grpc {
         grpc_rejection(rejection)
     } else {
-        let mut response = Response::new(Full::new(Bytes::from(format!(
+        let mut response = Response::new(Bytes::from(format!(
             "Too Many Requests: limit {:?} exceeded, retry in {seconds} s\n",
             rejection.rule
-        ))));
+        )));
         *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
         response.headers_mut().insert(
             http::header::CONTENT_TYPE,
@@ -142,7 +141,7 @@ pub(crate) fn reject(rejection: &Rejection) -> Response<Full<Bytes>> {
 }
 
 #[cfg(feature = "tonic")]
-fn grpc_rejection(rejection: &Rejection) -> Response<Full<Bytes>> {
+fn grpc_rejection(rejection: &Rejection) -> Response<Bytes> {
     use tonic_types::{ErrorDetails, StatusExt};
     let status = tonic::Status::with_error_details(
         tonic::Code::ResourceExhausted,
@@ -150,13 +149,13 @@ fn grpc_rejection(rejection: &Rejection) -> Response<Full<Bytes>> {
         ErrorDetails::with_retry_info(Some(rejection.retry_after)),
     );
     let (parts, ()) = status.into_http::<()>().into_parts();
-    Response::from_parts(parts, Full::new(Bytes::new()))
+    Response::from_parts(parts, Bytes::new())
 }
 
 #[cfg(not(feature = "tonic"))]
-fn grpc_rejection(rejection: &Rejection) -> Response<Full<Bytes>> {
+fn grpc_rejection(rejection: &Rejection) -> Response<Bytes> {
     // Without tonic: a trailers-only response with the status in headers (code 8).
-    let mut response = Response::new(Full::new(Bytes::new()));
+    let mut response = Response::new(Bytes::new());
     let headers = response.headers_mut();
     headers.insert(
         http::header::CONTENT_TYPE,

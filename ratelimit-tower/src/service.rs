@@ -8,20 +8,18 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{Either, Full};
+use compact_str::CompactString;
+use http::{Method, Request, Response, StatusCode};
 use ratelimit_core::{Decision, Limit, Verdict};
+use smallvec::SmallVec;
 
+use crate::body::RejectionBody;
 use crate::key::{KeyExtractor, RequestView};
 use crate::layer::Shared;
 use crate::metrics::RuleCounters;
 use crate::observer::{DecisionEvent, Outcome, ResponseEvent};
 use crate::response::{self, LimitState, Rejection};
 use crate::rule::MissingKey;
-
-/// The body of a rate-limited service's responses: the inner service's, or the layer's own
-/// rejection.
-pub type RateLimitBody<B> = Either<B, Full<Bytes>>;
 
 /// A service wrapped by a [`RateLimitLayer`](crate::RateLimitLayer).
 #[derive(Clone)]
@@ -36,22 +34,31 @@ impl<S> RateLimit<S> {
     }
 }
 
-/// An answer given before any store is asked.
-enum Early {
-    /// A blocked key: a rejection like a denial.
-    Blocked(Rejection),
-    /// A rule that rejects requests without a key, with its own status.
-    NoKey {
-        rule: String,
-        status: http::StatusCode,
-    },
-}
-
-/// One rule's part in a request.
+/// One matching rule's part in a request.
 struct Check {
     rule: usize,
-    key: String,
+    // Inline up to 24 bytes (every IPv4 key with a short rule name): no allocation per request.
+    key: CompactString,
     shadow: bool,
+}
+
+/// The rules a request matched; inline for the usual few, so planning allocates only the keys.
+type Checks = SmallVec<[Check; 4]>;
+
+/// An answer given before any store is asked.
+enum Early {
+    /// A blocked key: answered like a denial.
+    Blocked(Rejection),
+    /// A rule that rejects requests without a key, with its own status.
+    NoKey { rule: String, status: StatusCode },
+}
+
+/// What observers are told about a request; gathered only when there are observers.
+struct Facts {
+    method: Method,
+    route: String,
+    client: Option<IpAddr>,
+    started: Instant,
 }
 
 impl<S, ReqBody, ResBody> tower_service::Service<Request<ReqBody>> for RateLimit<S>
@@ -62,85 +69,246 @@ where
         + 'static,
     S::Future: Send,
     ReqBody: Send + 'static,
-    ResBody: Send + 'static,
+    ResBody: RejectionBody + Send + 'static,
 {
-    type Response = Response<RateLimitBody<ResBody>>;
+    type Response = Response<ResBody>;
     type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The clone that was polled ready is the one to call; leave a fresh clone in its place.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let method = request.method().clone();
-            let route = request.uri().path().to_string();
-            let grpc = is_grpc(&request);
-            let (checks, client, early) = plan(&shared, &RequestView::of(&request), started);
-            if let Some(early) = early {
-                let response = match early {
-                    Early::Blocked(rejection) => finish_rejection(&shared, rejection, grpc, &[]),
-                    Early::NoKey { rule, status } => no_key_response(&rule, status),
-                };
-                notify_response(&shared, &method, &route, client, &response, started, true);
-                return Ok(response);
+        let shared = &self.shared;
+        let mut checks = Checks::new();
+        let (client, early) = plan(shared, &RequestView::of(&request), &mut checks);
+        if checks.is_empty() && early.is_none() && shared.observers.is_empty() {
+            // No rule applies: the inner service's future, untouched but for one word.
+            return ResponseFuture::calling(self.inner.call(request), None);
+        }
+        let grpc = is_grpc(&request);
+        let facts = (!shared.observers.is_empty()).then(|| Facts {
+            method: request.method().clone(),
+            route: request.uri().path().to_string(),
+            client,
+            started: Instant::now(),
+        });
+        if let Some(early) = early {
+            let response = match early {
+                Early::Blocked(rejection) => reject(shared, rejection, grpc, &[]),
+                Early::NoKey { rule, status } => no_key_response(&rule, status),
+            };
+            notify_response(shared, facts.as_ref(), &response, true);
+            return ResponseFuture::ready(response);
+        }
+        // An in-process store decides right here: the request then costs no future of ours, only
+        // the inner service's. A remote store is awaited in a boxed future.
+        let (Some(verdict), Some(shadow_verdict)) = (
+            decide_now(shared, &checks, false),
+            decide_now(shared, &checks, true),
+        ) else {
+            let clone = self.inner.clone();
+            let inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::boxed(decide_then_call(
+                shared.clone(),
+                inner,
+                request,
+                checks,
+                grpc,
+                facts,
+            ));
+        };
+        match conclude(
+            shared,
+            &checks,
+            verdict,
+            shadow_verdict,
+            grpc,
+            facts.as_ref(),
+        ) {
+            Err(rejection) => {
+                notify_response(shared, facts.as_ref(), &rejection, true);
+                ResponseFuture::ready(rejection)
             }
-
-            let enforced: Vec<&Check> = checks.iter().filter(|c| !c.shadow).collect();
-            let shadowed: Vec<&Check> = checks.iter().filter(|c| c.shadow).collect();
-            let enforced_verdict = decide(&shared, &enforced).await;
-            let shadow_verdict = decide(&shared, &shadowed).await;
-
-            let at = Instant::now();
-            report(
-                &shared,
-                &enforced,
-                enforced_verdict.as_ref(),
-                false,
-                &method,
-                &route,
-                client,
-                at,
-            );
-            report(
-                &shared,
-                &shadowed,
-                shadow_verdict.as_ref(),
-                true,
-                &method,
-                &route,
-                client,
-                at,
-            );
-
-            let states = limit_states(&shared, &enforced, enforced_verdict.as_ref());
-            let denied = enforced_verdict.as_ref().is_some_and(|v| !v.is_allowed());
-            if denied {
-                let decision = enforced_verdict.as_ref().and_then(Verdict::decision);
-                let rule = denying_rule(&shared, &enforced, enforced_verdict.as_ref());
-                let rejection = Rejection {
-                    rule,
-                    retry_after: decision.map_or(Duration::from_secs(1), |d| d.retry_after()),
-                    grpc,
-                };
-                let response = finish_rejection(&shared, rejection, grpc, &states);
-                notify_response(&shared, &method, &route, client, &response, started, true);
-                return Ok(response);
+            Ok(headers) => {
+                // Boxed, and only when there is something to do: the common case adds one word
+                // to the inner service's future.
+                let after = (headers.is_some() || facts.is_some()).then(|| {
+                    Box::new(After {
+                        shared: facts.is_some().then(|| shared.clone()),
+                        headers,
+                        facts,
+                    })
+                });
+                ResponseFuture::calling(self.inner.call(request), after)
             }
+        }
+    }
+}
 
-            let mut response = inner.call(request).await?.map(Either::Left);
-            if shared.headers.on_success {
-                response::write_headers(response.headers_mut(), &shared.headers, &states);
+/// The slow path, for a store that must be asked over the network.
+async fn decide_then_call<S, ReqBody, ResBody>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    request: Request<ReqBody>,
+    checks: Checks,
+    grpc: bool,
+    facts: Option<Facts>,
+) -> Result<Response<ResBody>, S::Error>
+where
+    S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: RejectionBody,
+{
+    let verdict = decide(&shared, &checks, false).await;
+    let shadow_verdict = decide(&shared, &checks, true).await;
+    match conclude(
+        &shared,
+        &checks,
+        verdict,
+        shadow_verdict,
+        grpc,
+        facts.as_ref(),
+    ) {
+        Err(rejection) => {
+            notify_response(&shared, facts.as_ref(), &rejection, true);
+            Ok(rejection)
+        }
+        Ok(headers) => {
+            let mut response = inner.call(request).await?;
+            if let Some(headers) = headers {
+                response.headers_mut().extend(headers);
             }
-            notify_response(&shared, &method, &route, client, &response, started, false);
+            notify_response(&shared, facts.as_ref(), &response, false);
             Ok(response)
-        })
+        }
+    }
+}
+
+/// Reports the decisions; then either the rejection to send, or the header fields to add to the
+/// inner service's response (when configured).
+fn conclude<B: RejectionBody>(
+    shared: &Shared,
+    checks: &Checks,
+    verdict: Option<Verdict>,
+    shadow_verdict: Option<Verdict>,
+    grpc: bool,
+    facts: Option<&Facts>,
+) -> Result<Option<http::HeaderMap>, Response<B>> {
+    report(shared, checks, false, verdict.as_ref(), facts);
+    report(shared, checks, true, shadow_verdict.as_ref(), facts);
+    let Some(verdict) = verdict else {
+        return Ok(None);
+    };
+    if !verdict.is_allowed() {
+        let states = limit_states(shared, checks, &verdict);
+        let rejection = Rejection {
+            rule: denying_rule(shared, checks, &verdict),
+            retry_after: verdict
+                .decision()
+                .map_or(Duration::from_secs(1), |d| d.retry_after()),
+            grpc,
+        };
+        return Err(reject(shared, rejection, grpc, &states));
+    }
+    if !shared.headers.on_success {
+        return Ok(None);
+    }
+    let mut headers = http::HeaderMap::new();
+    response::write_headers(
+        &mut headers,
+        &shared.headers,
+        &limit_states(shared, checks, &verdict),
+    );
+    Ok(Some(headers))
+}
+
+/// What is left to do once the inner service answers.
+pub struct After {
+    shared: Option<Arc<Shared>>,
+    headers: Option<http::HeaderMap>,
+    facts: Option<Facts>,
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`RateLimit`] service's response.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: State<F, B, E>,
+    }
+}
+
+type Boxed<B, E> = Pin<Box<dyn Future<Output = Result<Response<B>, E>> + Send>>;
+
+pin_project_lite::pin_project! {
+    #[project = StateProjection]
+    enum State<F, B, E> {
+        // Rejected without calling the inner service.
+        Ready { response: Option<Response<B>> },
+        // Admitted: the inner service's own future, and what to do when it answers.
+        Calling { #[pin] future: F, after: Option<Box<After>> },
+        // Deciding on a remote store first.
+        Boxed { future: Boxed<B, E> },
+    }
+}
+
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn ready(response: Response<B>) -> Self {
+        ResponseFuture {
+            state: State::Ready {
+                response: Some(response),
+            },
+        }
+    }
+
+    fn calling(future: F, after: Option<Box<After>>) -> Self {
+        ResponseFuture {
+            state: State::Calling { future, after },
+        }
+    }
+
+    fn boxed(future: impl Future<Output = Result<Response<B>, E>> + Send + 'static) -> Self {
+        ResponseFuture {
+            state: State::Boxed {
+                future: Box::pin(future),
+            },
+        }
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<B>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProjection::Ready { response } => match response.take() {
+                Some(response) => Poll::Ready(Ok(response)),
+                // Polled after completion: a caller bug; stay pending rather than panic.
+                None => Poll::Pending,
+            },
+            StateProjection::Calling { future, after } => {
+                let response = match future.poll(cx) {
+                    Poll::Ready(Ok(response)) => response,
+                    Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                    Poll::Pending => return Poll::Pending,
+                };
+                let mut response = response;
+                if let Some(after) = after.take() {
+                    let after = *after;
+                    if let Some(headers) = after.headers {
+                        response.headers_mut().extend(headers);
+                    }
+                    if let Some(shared) = after.shared {
+                        notify_response(&shared, after.facts.as_ref(), &response, false);
+                    }
+                }
+                Poll::Ready(Ok(response))
+            }
+            StateProjection::Boxed { future } => future.as_mut().poll(cx),
+        }
     }
 }
 
@@ -157,129 +325,162 @@ fn is_grpc<B>(request: &Request<B>) -> bool {
 fn plan(
     shared: &Shared,
     request: &RequestView<'_>,
-    now: Instant,
-) -> (Vec<Check>, Option<IpAddr>, Option<Early>) {
-    let mut checks = Vec::new();
-    let mut client = request.peer();
+    checks: &mut Checks,
+) -> (Option<IpAddr>, Option<Early>) {
+    // The client's address is looked up for observers only; a ClientIp rule refines it.
+    let mut client = if shared.observers.is_empty() {
+        None
+    } else {
+        request.peer()
+    };
     for (index, rule) in shared.rules.iter().enumerate() {
         if !rule.matcher.matches(request) {
             continue;
         }
         let counters = counters(shared, index);
-        let key = match rule.key.extract(request) {
-            Ok(key) => {
+        // The store key is the rule's name, a separator, and the extracted key.
+        let mut key = CompactString::with_capacity(rule.name.len() + 16);
+        key.push_str(&rule.name);
+        key.push(':');
+        let prefix = key.len();
+        match rule.key.extract_into(request, &mut key) {
+            Ok(()) => {
+                let extracted = key.get(prefix..).unwrap_or_default();
                 if let KeyExtractor::ClientIp(_) = rule.key {
-                    client = key.parse().ok().or(client);
+                    client = extracted.parse().ok().or(client);
                 }
-                if let Some(wait) = shared.blocks.remaining(&key, now) {
+                if let Some(wait) = shared.blocks.remaining(extracted) {
                     RuleCounters::bump(&counters.blocked);
                     emit(
                         shared,
-                        rule.name.as_ref(),
-                        &key,
+                        &rule.name,
+                        extracted,
                         Outcome::Blocked,
                         rule.cost,
                         request,
                         client,
-                        None,
                     );
                     let rejection = Rejection {
                         rule: rule.name.to_string(),
                         retry_after: wait,
                         grpc: false,
                     };
-                    return (checks, client, Some(Early::Blocked(rejection)));
+                    return (client, Some(Early::Blocked(rejection)));
                 }
-                format!("{}:{key}", rule.name)
             }
             Err(error) => {
                 RuleCounters::bump(&counters.no_key);
                 tracing::debug!(rule = %rule.name, %error, "no rate-limit key");
                 match rule.missing_key {
-                    // A separator no extracted key produces, so the shared key never collides.
-                    MissingKey::SharedBucket => format!("{}!missing", rule.name),
+                    MissingKey::SharedBucket => {
+                        // `!` instead of `:`: no extracted key can produce this one.
+                        key.truncate(prefix.saturating_sub(1));
+                        key.push_str("!missing");
+                    }
                     MissingKey::Skip => {
                         emit(
                             shared,
-                            rule.name.as_ref(),
+                            &rule.name,
                             "",
                             Outcome::NoKey,
                             rule.cost,
                             request,
                             client,
-                            None,
                         );
                         continue;
                     }
                     MissingKey::Reject(status) => {
-                        tracing::debug!(rule = %rule.name, %status, "request without key rejected");
                         let early = Early::NoKey {
                             rule: rule.name.to_string(),
                             status,
                         };
-                        return (checks, client, Some(early));
+                        return (client, Some(early));
                     }
                 }
             }
-        };
+        }
         checks.push(Check {
             rule: index,
             key,
             shadow: rule.shadow || shared.shadow,
         });
     }
-    (checks, client, None)
+    (client, None)
 }
 
-async fn decide(shared: &Shared, checks: &[&Check]) -> Option<Verdict> {
-    if checks.is_empty() {
-        return None;
-    }
-    let limits: Vec<Limit<'_>> = checks
+/// The limits of the enforced (or the shadow) checks.
+fn limits<'a>(shared: &Shared, checks: &'a Checks, shadow: bool) -> SmallVec<[Limit<'a>; 4]> {
+    checks
         .iter()
+        .filter(|c| c.shadow == shadow)
         .filter_map(|c| {
             let rule = shared.rules.get(c.rule)?;
             Some(Limit::new(&c.key, rule.policy.load()).with_cost(rule.cost))
         })
-        .collect();
-    match shared.limiter.acquire(&limits).await {
-        Ok(verdict) => Some(verdict),
+        .collect()
+}
+
+/// Decides the enforced (or shadow) checks now, when the store answers in this process:
+/// `Some(None)` when there are no such checks, `None` when the store must be asked asynchronously.
+fn decide_now(shared: &Shared, checks: &Checks, shadow: bool) -> Option<Option<Verdict>> {
+    if !checks.iter().any(|c| c.shadow == shadow) {
+        return Some(None);
+    }
+    let limits = limits(shared, checks, shadow);
+    if limits.is_empty() {
+        return Some(None);
+    }
+    let answer = shared.limiter.acquire_sync(&limits)?;
+    Some(Some(settle(&limits, answer)))
+}
+
+/// Decides the enforced (or shadow) checks in one all-or-nothing store call; `None` when there are
+/// none.
+async fn decide(shared: &Shared, checks: &Checks, shadow: bool) -> Option<Verdict> {
+    let limits = limits(shared, checks, shadow);
+    if limits.is_empty() {
+        return None;
+    }
+    let answer = shared.limiter.acquire(&limits).await;
+    Some(settle(&limits, answer))
+}
+
+fn settle(limits: &[Limit<'_>], answer: Result<Verdict, ratelimit_core::RequestError>) -> Verdict {
+    match answer {
+        Ok(verdict) => verdict,
         Err(error) => {
-            // Only a policy changed at runtime below a rule's cost gets here (the builder and the
-            // handle refuse that): deny, and say why.
+            // The builder and the handle refuse policies that cannot hold a rule's cost, so this
+            // means a misconfiguration they could not see: deny, and say why.
             tracing::error!(%error, "rate-limit request refused");
-            Some(Verdict::new(
-                false,
-                limits
-                    .iter()
-                    .map(|l| {
-                        Decision::new(
-                            false,
-                            l.policy.burst(),
-                            0,
-                            Duration::from_secs(1),
-                            Duration::ZERO,
-                        )
-                    })
-                    .collect(),
-            ))
+            let decisions = limits
+                .iter()
+                .map(|l| {
+                    Decision::new(
+                        false,
+                        l.policy.burst(),
+                        0,
+                        Duration::from_secs(1),
+                        Duration::ZERO,
+                    )
+                })
+                .collect();
+            Verdict::new(false, decisions)
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Counts, logs and reports each decision of the enforced (or shadow) checks.
 fn report(
     shared: &Shared,
-    checks: &[&Check],
-    verdict: Option<&Verdict>,
+    checks: &Checks,
     shadow: bool,
-    method: &http::Method,
-    route: &str,
-    client: Option<IpAddr>,
-    at: Instant,
+    verdict: Option<&Verdict>,
+    facts: Option<&Facts>,
 ) {
     let Some(verdict) = verdict else { return };
-    for (check, decision) in checks.iter().zip(verdict.decisions()) {
+    let at = facts.map(|_| Instant::now());
+    let decided = checks.iter().filter(|c| c.shadow == shadow);
+    for (check, decision) in decided.zip(verdict.decisions()) {
         let Some(rule) = shared.rules.get(check.rule) else {
             continue;
         };
@@ -309,15 +510,18 @@ fn report(
             RuleCounters::bump(&counters.store_errors);
             tracing::warn!(rule = %rule.name, ?failure, "store failed; failure policy decided");
         }
+        let (Some(facts), Some(at)) = (facts, at) else {
+            continue;
+        };
         let event = DecisionEvent {
             rule: &rule.name,
             key: &check.key,
             outcome,
             cost: rule.cost,
             at,
-            method,
-            route,
-            client,
+            method: &facts.method,
+            route: &facts.route,
+            client: facts.client,
             decision: Some(decision),
             degraded: verdict.degraded_by(),
         };
@@ -327,7 +531,7 @@ fn report(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Reports a decision made without the store (a blocked key, a request without a key).
 fn emit(
     shared: &Shared,
     rule: &str,
@@ -336,8 +540,10 @@ fn emit(
     cost: u32,
     request: &RequestView<'_>,
     client: Option<IpAddr>,
-    decision: Option<&Decision>,
 ) {
+    if shared.observers.is_empty() {
+        return;
+    }
     let event = DecisionEvent {
         rule,
         key,
@@ -347,7 +553,7 @@ fn emit(
         method: request.method,
         route: request.uri.path(),
         client,
-        decision,
+        decision: None,
         degraded: None,
     };
     for observer in &shared.observers {
@@ -355,16 +561,11 @@ fn emit(
     }
 }
 
-fn limit_states<'a>(
-    shared: &'a Shared,
-    checks: &[&Check],
-    verdict: Option<&Verdict>,
-) -> Vec<LimitState<'a>> {
-    let Some(verdict) = verdict else {
-        return Vec::new();
-    };
+/// Each enforced limit's state, for the response header fields.
+fn limit_states<'a>(shared: &'a Shared, checks: &Checks, verdict: &Verdict) -> Vec<LimitState<'a>> {
     checks
         .iter()
+        .filter(|c| !c.shadow)
         .zip(verdict.decisions())
         .filter_map(|(check, decision)| {
             let rule = shared.rules.get(check.rule)?;
@@ -377,12 +578,11 @@ fn limit_states<'a>(
         .collect()
 }
 
-fn denying_rule(shared: &Shared, checks: &[&Check], verdict: Option<&Verdict>) -> String {
-    let Some(verdict) = verdict else {
-        return String::new();
-    };
+/// The name of the rule that denied and asks for the longest wait.
+fn denying_rule(shared: &Shared, checks: &Checks, verdict: &Verdict) -> String {
     checks
         .iter()
+        .filter(|c| !c.shadow)
         .zip(verdict.decisions())
         .filter(|(_, d)| !d.is_allowed())
         .max_by_key(|(_, d)| d.retry_after())
@@ -391,62 +591,55 @@ fn denying_rule(shared: &Shared, checks: &[&Check], verdict: Option<&Verdict>) -
         .unwrap_or_default()
 }
 
-fn finish_rejection<B>(
+fn reject<B: RejectionBody>(
     shared: &Shared,
     rejection: Rejection,
     grpc: bool,
     states: &[LimitState<'_>],
-) -> Response<RateLimitBody<B>> {
+) -> Response<B> {
     let rejection = Rejection { grpc, ..rejection };
     let mut response = match &shared.rejection {
         Some(custom) => custom(&rejection),
         None => response::reject(&rejection),
     };
     let seconds = response::ceil_secs(rejection.retry_after).max(1);
-    response
-        .headers_mut()
-        .insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
+    let headers = response.headers_mut();
+    headers.insert(http::header::RETRY_AFTER, http::HeaderValue::from(seconds));
     if grpc {
-        response
-            .headers_mut()
-            .insert("retry-after", http::HeaderValue::from(seconds));
+        // gRPC clients read metadata, where header names are lowercase.
+        headers.insert("retry-after", http::HeaderValue::from(seconds));
     }
-    response::write_headers(response.headers_mut(), &shared.headers, states);
-    response.map(Either::Right)
+    response::write_headers(headers, &shared.headers, states);
+    response.map(B::from_bytes)
 }
 
-fn no_key_response<B>(rule: &str, status: http::StatusCode) -> Response<RateLimitBody<B>> {
-    let mut response = Response::new(Full::new(Bytes::from(format!(
+fn no_key_response<B: RejectionBody>(rule: &str, status: StatusCode) -> Response<B> {
+    let mut response = Response::new(B::from_bytes(Bytes::from(format!(
         "no rate-limit key for rule {rule:?}\n"
     ))));
     *response.status_mut() = status;
-    response.map(Either::Right)
+    response
 }
 
 fn notify_response<B>(
     shared: &Shared,
-    method: &http::Method,
-    route: &str,
-    client: Option<IpAddr>,
+    facts: Option<&Facts>,
     response: &Response<B>,
-    started: Instant,
     limited: bool,
 ) {
-    if shared.observers.is_empty() {
-        return;
-    }
+    let Some(facts) = facts else { return };
     let grpc_status = response
         .headers()
         .get("grpc-status")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let event = ResponseEvent {
-        method,
-        route,
-        client,
+        method: &facts.method,
+        route: &facts.route,
+        client: facts.client,
         status: response.status().as_u16(),
         grpc_status,
-        latency: started.elapsed(),
+        latency: facts.started.elapsed(),
         limited,
     };
     for observer in &shared.observers {

@@ -379,11 +379,10 @@ async fn optional_headers_and_a_custom_rejection() {
             on_success: true,
         })
         .rejection(|rejection| {
-            let mut response =
-                http::Response::new(http_body_util::Full::new(bytes::Bytes::from(format!(
-                    "{{\"error\":\"slow down\",\"rule\":\"{}\"}}",
-                    rejection.rule
-                ))));
+            let mut response = http::Response::new(bytes::Bytes::from(format!(
+                "{{\"error\":\"slow down\",\"rule\":\"{}\"}}",
+                rejection.rule
+            )));
             *response.status_mut() = StatusCode::TOO_MANY_REQUESTS;
             response
         })
