@@ -12,5 +12,7 @@ echo "== cargo fmt"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo check: optional features"
+cargo check -p ratelimit-redis --features tls
 echo "== cargo test"
 cargo test --workspace --no-fail-fast

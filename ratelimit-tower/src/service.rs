@@ -56,7 +56,9 @@ enum Early {
 /// What observers are told about a request; gathered only when there are observers.
 struct Facts {
     method: Method,
-    route: String,
+    // A clone of the URI shares its bytes (a reference count), where the path as a String would
+    // allocate on every observed request.
+    uri: http::Uri,
     client: Option<IpAddr>,
     started: Instant,
 }
@@ -90,7 +92,7 @@ where
         let grpc = is_grpc(&request);
         let facts = (!shared.observers.is_empty()).then(|| Facts {
             method: request.method().clone(),
-            route: request.uri().path().to_string(),
+            uri: request.uri().clone(),
             client,
             started: Instant::now(),
         });
@@ -520,7 +522,7 @@ fn report(
             cost: rule.cost,
             at,
             method: &facts.method,
-            route: &facts.route,
+            route: facts.uri.path(),
             client: facts.client,
             decision: Some(decision),
             degraded: verdict.degraded_by(),
@@ -635,7 +637,7 @@ fn notify_response<B>(
         .and_then(|v| v.parse().ok());
     let event = ResponseEvent {
         method: &facts.method,
-        route: &facts.route,
+        route: facts.uri.path(),
         client: facts.client,
         status: response.status().as_u16(),
         grpc_status,
