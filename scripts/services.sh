@@ -2,13 +2,18 @@
 # Starts the servers the tests talk to, on loopback, when they are not running already:
 #   Redis         127.0.0.1:6379
 #   Redis Cluster 127.0.0.1:7000-7005 (three masters, three replicas)
+#   moto          127.0.0.1:5005 (DynamoDB emulator, PyPI moto[server], in a virtual environment,
+#                 one request at a time: scripts/moto_serial.py)
+#   dynalite      127.0.0.1:8005 (DynamoDB emulator, npm dynalite)
 # Usage: scripts/services.sh up | down
-# Installs Debian's redis-server and redis-tools when they are missing. Fails loudly when a service
-# cannot be started.
+# Installs Debian's redis-server and redis-tools, moto and dynalite when they are missing. Fails
+# loudly when a service cannot be started.
 set -euo pipefail
 
 STATE_DIR="${RATELIMIT_SERVICES_DIR:-/tmp/ratelimit-services}"
 CLUSTER_PORTS=(7000 7001 7002 7003 7004 7005)
+MOTO_PORT="${MOTO_PORT:-5005}"
+DYNALITE_PORT="${DYNALITE_PORT:-8005}"
 
 say() { printf '[services] %s\n' "$*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -97,14 +102,76 @@ cluster_up() {
   say "redis cluster: ok"
 }
 
+# listening PORT: whether something accepts connections on 127.0.0.1:PORT.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# An emulator answers DynamoDB's ListTables (the request every SDK sends first) on PORT.
+dynamodb_answers() {
+  curl -sf -m 2 -X POST "http://127.0.0.1:$1/" \
+    -H 'Content-Type: application/x-amz-json-1.0' \
+    -H 'X-Amz-Target: DynamoDB_20120810.ListTables' -H 'X-Amz-Date: 20260101T000000Z' \
+    -H 'Authorization: AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=0' \
+    -d '{}' | grep -q TableNames
+}
+
+moto_up() {
+  if dynamodb_answers "$MOTO_PORT"; then
+    say "moto on $MOTO_PORT: already running"
+    return
+  fi
+  listening "$MOTO_PORT" && die "port $MOTO_PORT is taken by something that is not a DynamoDB emulator"
+  local venv="$STATE_DIR/moto-venv"
+  if [ ! -x "$venv/bin/moto_server" ]; then
+    say "moto: installing moto[server] into $venv"
+    python3 -m venv "$venv" || die "python3 -m venv failed (Debian: apt-get install python3-venv)"
+    "$venv/bin/pip" install -q 'moto[server]>=5,<6' >"$STATE_DIR/moto-install.log" 2>&1 \
+      || die "pip install moto[server] failed; see $STATE_DIR/moto-install.log"
+  fi
+  say "moto on $MOTO_PORT: starting"
+  # One request at a time: see scripts/moto_serial.py.
+  nohup "$venv/bin/python" "$(dirname "$0")/moto_serial.py" 127.0.0.1 "$MOTO_PORT" >"$STATE_DIR/moto.log" 2>&1 &
+  wait_until 60 dynamodb_answers "$MOTO_PORT" \
+    || die "moto did not start on $MOTO_PORT; see $STATE_DIR/moto.log"
+}
+
+dynalite_up() {
+  if dynamodb_answers "$DYNALITE_PORT"; then
+    say "dynalite on $DYNALITE_PORT: already running"
+    return
+  fi
+  listening "$DYNALITE_PORT" && die "port $DYNALITE_PORT is taken by something that is not a DynamoDB emulator"
+  local dir="$STATE_DIR/dynalite"
+  if [ ! -f "$dir/node_modules/dynalite/cli.js" ]; then
+    command -v npm >/dev/null || apt_install nodejs npm
+    say "dynalite: installing with npm into $dir"
+    mkdir -p "$dir"
+    npm install --prefix "$dir" --no-audit --no-fund --silent dynalite@4 >"$STATE_DIR/dynalite-install.log" 2>&1 \
+      || die "npm install dynalite failed; see $STATE_DIR/dynalite-install.log"
+  fi
+  say "dynalite on $DYNALITE_PORT: starting"
+  nohup node "$dir/node_modules/dynalite/cli.js" --host 127.0.0.1 --port "$DYNALITE_PORT" \
+    >"$STATE_DIR/dynalite.log" 2>&1 &
+  wait_until 30 dynamodb_answers "$DYNALITE_PORT" \
+    || die "dynalite did not start on $DYNALITE_PORT; see $STATE_DIR/dynalite.log"
+}
+
+emulators_down() {
+  pkill -f "moto_serial.py 127.0.0.1 $MOTO_PORT" 2>/dev/null || true
+  pkill -f "dynalite/cli.js --host 127.0.0.1 --port $DYNALITE_PORT" 2>/dev/null || true
+}
+
 case "${1:-up}" in
   up)
     need_redis_binaries
+    mkdir -p "$STATE_DIR"
     redis_up
     cluster_up
+    moto_up
+    dynalite_up
     ;;
   down)
     cluster_down
+    emulators_down
     ;;
   *)
     die "usage: $0 up|down"

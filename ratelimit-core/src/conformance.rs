@@ -10,6 +10,10 @@
 //! ```text
 //! ratelimit_core::store_conformance_tests!(async { my_backend::connect().await.unwrap() });
 //! ```
+//!
+//! A backend that serves only a few hundred requests a second (an emulator written in Python, say)
+//! adds `one_at_a_time`, so the checks do not queue behind each other and judge the store by the
+//! backlog: `store_conformance_tests!(make_store(), one_at_a_time)`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -403,13 +407,18 @@ pub async fn concurrent_all_or_nothing(store: Arc<dyn Store>) {
     );
 }
 
+/// Held by each check of a suite declared `one_at_a_time`, so that its checks run in turn.
+#[doc(hidden)]
+pub static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Runs one `#[tokio::test]` per conformance check against the store made by `$make`, an
 /// expression evaluating to a future of the store (say `async { MemoryStore::new() }`).
+/// With `one_at_a_time` after it, the checks run in turn rather than all at once.
 /// The calling crate needs `tokio` with the `macros` and `rt-multi-thread` features.
 #[macro_export]
 macro_rules! store_conformance_tests {
     ($make:expr) => {
-        $crate::store_conformance_tests!(@each $make;
+        $crate::store_conformance_tests!(@each $make; false;
             burst_then_deny,
             cost_is_debited,
             invalid_requests_are_typed_errors,
@@ -422,10 +431,29 @@ macro_rules! store_conformance_tests {
             concurrent_all_or_nothing
         );
     };
-    (@each $make:expr; $($check:ident),* $(,)?) => {
+    ($make:expr, one_at_a_time) => {
+        $crate::store_conformance_tests!(@each $make; true;
+            burst_then_deny,
+            cost_is_debited,
+            invalid_requests_are_typed_errors,
+            all_or_nothing,
+            peek_consumes_nothing,
+            reset_refills,
+            keys_are_isolated,
+            tokens_refill_over_time,
+            concurrent_callers_keep_the_bound,
+            concurrent_all_or_nothing
+        );
+    };
+    (@each $make:expr; $serial:expr; $($check:ident),* $(,)?) => {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $check() {
+                let _turn = if $serial {
+                    Some($crate::conformance::ONE_AT_A_TIME.lock().await)
+                } else {
+                    None
+                };
                 let store: ::std::sync::Arc<dyn $crate::Store> = ::std::sync::Arc::new($make.await);
                 $crate::conformance::$check(store).await;
             }

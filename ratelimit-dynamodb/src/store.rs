@@ -1,0 +1,674 @@
+//! [`DynamoStore`]: the core's `Store` over DynamoDB conditional writes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+    TransactWriteItem, Update,
+};
+use ratelimit_core::{
+    Clock, Decision, Limit, MonotonicClock, Policy, Store, StoreError, Verdict, gcra, validate,
+    validate_key,
+};
+
+use crate::error::to_store_error;
+use crate::hint::Hints;
+use crate::item::{KEY_ATTRIBUTE, TAT_ATTRIBUTE, TTL_ATTRIBUTE, expiry_seconds, number, tat_of};
+use crate::table::check_table;
+
+/// What every item key starts with unless [`DynamoStore::with_prefix`] says otherwise.
+pub const DEFAULT_PREFIX: &str = "ratelimit:";
+
+/// How many conditional writes one decision may spend on lost races before it gives up.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
+
+// The two conditional writes. A full bucket (no state, or a state at or before now) is set to
+// `now + cost·T`; a partly spent one is advanced by `cost·T` in place, on the condition that the
+// result stays within the tolerance. Because the second is an increment, concurrent admissions on a
+// busy key never conflict with one another: only a bucket crossing between full and spent, or
+// running out, fails a condition.
+const SET_FULL: &str = "SET #tat = :tat, #exp = :exp";
+const IF_FULL: &str = "attribute_not_exists(#tat) OR #tat <= :now";
+const ADVANCE: &str = "SET #tat = #tat + :inc, #exp = :exp";
+const IF_ROOM: &str = "#tat > :now AND #tat <= :last";
+const GIVE_BACK: &str = "SET #tat = #tat - :inc";
+const IF_STATE: &str = "attribute_exists(#tat)";
+
+/// The core's [`Store`] over a DynamoDB table, one item per key.
+///
+/// A decision on one key is one conditional `UpdateItem` with no read first: DynamoDB applies it
+/// only when the request is admitted, and a failed condition returns the item
+/// (`ReturnValuesOnConditionCheckFailure`), from which a denial is decided with no second request.
+/// Where an endpoint returns no item on a failed condition (some emulators), one consistent
+/// `GetItem` reads it instead. A request with several keys is read with one consistent
+/// `BatchGetItem` and written with one `TransactWriteItems`, all or nothing; where an endpoint has
+/// no transactions, it falls back to conditional writes key by key, giving back what was taken when
+/// a later key denies (a concurrent request may then see those tokens spent for a moment: it can be
+/// denied, never over-admitted).
+///
+/// Time is this process's clock (DynamoDB has none): see the crate documentation on clock skew.
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    prefix: String,
+    clock: Arc<dyn Clock>,
+    max_attempts: u32,
+    hints: Hints,
+    // Relaxed: a flag learned once from the endpoint; a racing request that still tries a
+    // transaction just learns it again.
+    transactions: AtomicBool,
+    // Relaxed: a statistic.
+    requests: AtomicU64,
+}
+
+/// Why a conditional write was not applied.
+enum Refusal {
+    /// The condition failed; the item as it was, when the endpoint returned it.
+    Condition(Option<HashMap<String, AttributeValue>>),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Refusal {
+    fn from(error: StoreError) -> Self {
+        Refusal::Store(error)
+    }
+}
+
+impl DynamoStore {
+    /// A store on `table` through `client`, without checking the table (see [`connect`](Self::connect)).
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            prefix: DEFAULT_PREFIX.to_string(),
+            clock: Arc::new(MonotonicClock::new()),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            hints: Hints::new(),
+            transactions: AtomicBool::new(true),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    /// A store on `table`, after checking that the table exists with the expected key schema.
+    pub async fn connect(client: Client, table: impl Into<String>) -> Result<Self, StoreError> {
+        let store = DynamoStore::new(client, table);
+        check_table(&store.client, &store.table).await?;
+        Ok(store)
+    }
+
+    /// The same store with items keyed `prefix` + key (default [`DEFAULT_PREFIX`]), so several
+    /// limiters can share a table.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The same store reading time from `clock` (default: [`MonotonicClock`], anchored to the
+    /// system's wall clock). Its [`Clock::unix_now`] must be wall-clock time shared with the other
+    /// replicas: that is what the items hold.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The same store spending at most `attempts` (at least 1) conditional writes per decision on
+    /// lost races; past that the decision fails with [`StoreError::Unavailable`].
+    pub fn with_max_attempts(mut self, attempts: u32) -> Self {
+        self.max_attempts = attempts.max(1);
+        self
+    }
+
+    /// The table this store uses.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The item key of `key`: the prefix followed by the key.
+    pub fn item_key(&self, key: &str) -> String {
+        let mut item_key = String::with_capacity(self.prefix.len() + key.len());
+        item_key.push_str(&self.prefix);
+        item_key.push_str(key);
+        item_key
+    }
+
+    /// How many requests this store has sent to DynamoDB, of every kind: divide by decisions to see
+    /// what contention costs.
+    pub fn requests_sent(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    fn now(&self) -> u64 {
+        let unix = self.clock.unix_now();
+        unix.as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(unix.subsec_nanos()))
+    }
+
+    fn count_request(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One key's decision: conditional writes until one is applied or the item read back denies.
+    ///
+    /// `seen` is the key's state as just read from the store in this call, if it was; a hint from
+    /// earlier calls only picks which write to try first and never decides a denial.
+    async fn acquire_one(
+        &self,
+        item_key: &str,
+        limit: &Limit<'_>,
+        now: u64,
+        mut seen: Option<Option<u64>>,
+    ) -> Result<Decision, StoreError> {
+        let (policy, cost) = (limit.policy, limit.cost);
+        let mut spent = self.hints.get(item_key).is_some_and(|tat| tat > now);
+        for attempt in 0..self.max_attempts {
+            if let Some(state) = seen {
+                let step = gcra::decide(state.unwrap_or(0), now, &policy, cost)?;
+                if step.new_tat.is_none() {
+                    // A denial from the store's own state: no write, no retry.
+                    if let Some(state) = state {
+                        self.hints.set(item_key, state);
+                    }
+                    return Ok(step.decision);
+                }
+                spent = state.is_some_and(|tat| tat > now);
+                if attempt >= 2 {
+                    // Lost the race twice: spread the contenders out.
+                    backoff(attempt).await;
+                }
+            }
+            let written = if spent {
+                self.advance(item_key, &policy, cost, now).await
+            } else {
+                self.set_full(item_key, &policy, cost, now).await
+            };
+            match written {
+                Ok(new_tat) => {
+                    self.hints.set(item_key, new_tat);
+                    let increment = increment(&policy, cost);
+                    let before = new_tat.checked_sub(increment).ok_or_else(|| {
+                        StoreError::BadReply(format!(
+                            "item {item_key:?}: state {new_tat} after adding {increment}"
+                        ))
+                    })?;
+                    let step = gcra::decide(before, now, &policy, cost)?;
+                    if step.new_tat != Some(new_tat) {
+                        return Err(StoreError::BadReply(format!(
+                            "item {item_key:?}: DynamoDB applied a write its condition forbids \
+                             (state {before} at {now})"
+                        )));
+                    }
+                    return Ok(step.decision);
+                }
+                Err(Refusal::Condition(Some(item))) => {
+                    seen = Some(tat_of(Some(&item), item_key)?);
+                }
+                Err(Refusal::Condition(None)) => {
+                    seen = Some(self.read_one(item_key).await?);
+                }
+                Err(Refusal::Store(error)) => return Err(error),
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "lost {} races in a row on DynamoDB item {item_key:?}",
+            self.max_attempts
+        )))
+    }
+
+    /// Writes a full bucket's new state, `now + cost·T`, if it is still full.
+    async fn set_full(
+        &self,
+        item_key: &str,
+        policy: &Policy,
+        cost: u32,
+        now: u64,
+    ) -> Result<u64, Refusal> {
+        let new_tat = now.saturating_add(increment(policy, cost));
+        self.count_request();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
+            .update_expression(SET_FULL)
+            .condition_expression(IF_FULL)
+            .expression_attribute_names("#tat", TAT_ATTRIBUTE)
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_values(":tat", number(new_tat))
+            .expression_attribute_values(":exp", number(expiry_seconds(new_tat)))
+            .expression_attribute_values(":now", number(now))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(new_tat),
+            Err(error) => Err(self.refusal(error)),
+        }
+    }
+
+    /// Advances a spent bucket by `cost·T` in place, if the result stays within the tolerance.
+    async fn advance(
+        &self,
+        item_key: &str,
+        policy: &Policy,
+        cost: u32,
+        now: u64,
+    ) -> Result<u64, Refusal> {
+        let increment = increment(policy, cost);
+        // The highest state that still admits: `tat + inc - τ <= now`. cost <= burst, so inc <= τ.
+        let last = now
+            .saturating_add(policy.tolerance_ns())
+            .saturating_sub(increment);
+        let full_by = now.saturating_add(policy.tolerance_ns());
+        self.count_request();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
+            .update_expression(ADVANCE)
+            .condition_expression(IF_ROOM)
+            .expression_attribute_names("#tat", TAT_ATTRIBUTE)
+            .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_values(":inc", number(increment))
+            .expression_attribute_values(":exp", number(expiry_seconds(full_by)))
+            .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":last", number(last))
+            .return_values(ReturnValue::UpdatedNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match tat_of(output.attributes(), item_key)? {
+                Some(new_tat) => Ok(new_tat),
+                None => Err(Refusal::Store(StoreError::BadReply(format!(
+                    "item {item_key:?}: UpdateItem returned no {TAT_ATTRIBUTE:?}"
+                )))),
+            },
+            Err(error) => Err(self.refusal(error)),
+        }
+    }
+
+    fn refusal<R>(&self, error: aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> Refusal
+    where
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        if let Some(UpdateItemError::ConditionalCheckFailedException(failed)) =
+            error.as_service_error()
+        {
+            return Refusal::Condition(failed.item().cloned());
+        }
+        Refusal::Store(to_store_error(&self.table, error))
+    }
+
+    /// Gives back `cost` taken from a key by [`acquire_one`](Self::acquire_one). Subtraction undoes
+    /// the addition exactly whatever was added or set since, so it needs no condition on the state.
+    async fn give_back(&self, item_key: &str, limit: &Limit<'_>) -> Result<(), StoreError> {
+        self.count_request();
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
+            .update_expression(GIVE_BACK)
+            .condition_expression(IF_STATE)
+            .expression_attribute_names("#tat", TAT_ATTRIBUTE)
+            .expression_attribute_values(":inc", number(increment(&limit.policy, limit.cost)))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // The item is gone (reset, or deleted by hand): nothing to give back to.
+            Err(error)
+                if matches!(
+                    error.as_service_error(),
+                    Some(UpdateItemError::ConditionalCheckFailedException(_))
+                ) =>
+            {
+                Ok(())
+            }
+            Err(error) => Err(to_store_error(&self.table, error)),
+        }
+    }
+
+    /// One key's state, read consistently.
+    async fn read_one(&self, item_key: &str) -> Result<Option<u64>, StoreError> {
+        self.count_request();
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|error| to_store_error(&self.table, error))?;
+        tat_of(output.item(), item_key)
+    }
+
+    /// Several keys' states, read consistently with `BatchGetItem`, in the order of `item_keys`.
+    async fn read_many(&self, item_keys: &[String]) -> Result<Vec<Option<u64>>, StoreError> {
+        if let [item_key] = item_keys {
+            return Ok(vec![self.read_one(item_key).await?]);
+        }
+        let mut found: HashMap<String, HashMap<String, AttributeValue>> = HashMap::new();
+        let mut wanted: Vec<HashMap<String, AttributeValue>> = item_keys
+            .iter()
+            .map(|k| HashMap::from([(KEY_ATTRIBUTE.to_string(), AttributeValue::S(k.clone()))]))
+            .collect();
+        for attempt in 0..self.max_attempts {
+            if attempt > 0 {
+                backoff(attempt + 1).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(wanted))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Misconfigured(e.to_string()))?;
+            self.count_request();
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|error| to_store_error(&self.table, error))?;
+            for item in output
+                .responses()
+                .and_then(|r| r.get(&self.table))
+                .into_iter()
+                .flatten()
+            {
+                if let Some(AttributeValue::S(key)) = item.get(KEY_ATTRIBUTE) {
+                    found.insert(key.clone(), item.clone());
+                }
+            }
+            // DynamoDB may leave keys unprocessed when throttled; ask for those again.
+            wanted = output
+                .unprocessed_keys()
+                .and_then(|u| u.get(&self.table))
+                .map(|k| k.keys().to_vec())
+                .unwrap_or_default();
+            if wanted.is_empty() {
+                return item_keys.iter().map(|k| tat_of(found.get(k), k)).collect();
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "BatchGetItem left keys unprocessed {} times in a row",
+            self.max_attempts
+        )))
+    }
+
+    /// A request of several keys, all or nothing.
+    async fn acquire_many(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+        let item_keys: Vec<String> = limits.iter().map(|l| self.item_key(l.key)).collect();
+        let now = self.now();
+        let mut states = self.read_many(&item_keys).await?;
+        for attempt in 0..self.max_attempts {
+            let mut decisions = Vec::with_capacity(limits.len());
+            let mut allowed = true;
+            for (limit, state) in limits.iter().zip(&states) {
+                let step = gcra::decide(state.unwrap_or(0), now, &limit.policy, limit.cost)?;
+                allowed &= step.new_tat.is_some();
+                decisions.push(step.decision);
+            }
+            if !allowed {
+                return Ok(Verdict::new(false, decisions));
+            }
+            // Relaxed: see the field.
+            if !self.transactions.load(Ordering::Relaxed) {
+                return self
+                    .acquire_key_by_key(limits, &item_keys, now, states)
+                    .await;
+            }
+            match self.transact(limits, &item_keys, &states, now).await {
+                Ok(()) => {
+                    for (item_key, (limit, state)) in
+                        item_keys.iter().zip(limits.iter().zip(&states))
+                    {
+                        let base = state.unwrap_or(0).max(now);
+                        self.hints.set(
+                            item_key,
+                            base.saturating_add(increment(&limit.policy, limit.cost)),
+                        );
+                    }
+                    return Ok(Verdict::new(true, decisions));
+                }
+                Err(TransactOutcome::Conflict) => {
+                    if attempt >= 1 {
+                        backoff(attempt + 1).await;
+                    }
+                    states = self.read_many(&item_keys).await?;
+                }
+                Err(TransactOutcome::Unsupported) => {
+                    self.transactions.store(false, Ordering::Relaxed);
+                    return self
+                        .acquire_key_by_key(limits, &item_keys, now, states)
+                        .await;
+                }
+                Err(TransactOutcome::Store(error)) => return Err(error),
+            }
+        }
+        Err(StoreError::unavailable(format!(
+            "TransactWriteItems lost {} races in a row",
+            self.max_attempts
+        )))
+    }
+
+    /// One `TransactWriteItems` of the same conditional writes [`acquire_one`](Self::acquire_one)
+    /// would make, chosen by each key's state as read.
+    async fn transact(
+        &self,
+        limits: &[Limit<'_>],
+        item_keys: &[String],
+        states: &[Option<u64>],
+        now: u64,
+    ) -> Result<(), TransactOutcome> {
+        let mut items = Vec::with_capacity(limits.len());
+        for ((limit, item_key), state) in limits.iter().zip(item_keys).zip(states) {
+            let increment = increment(&limit.policy, limit.cost);
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.clone()))
+                .expression_attribute_names("#tat", TAT_ATTRIBUTE)
+                .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+                .expression_attribute_values(":now", number(now));
+            let update = if state.is_some_and(|tat| tat > now) {
+                let tolerance = limit.policy.tolerance_ns();
+                update
+                    .update_expression(ADVANCE)
+                    .condition_expression(IF_ROOM)
+                    .expression_attribute_values(":inc", number(increment))
+                    .expression_attribute_values(
+                        ":last",
+                        number(now.saturating_add(tolerance).saturating_sub(increment)),
+                    )
+                    .expression_attribute_values(
+                        ":exp",
+                        number(expiry_seconds(now.saturating_add(tolerance))),
+                    )
+            } else {
+                let new_tat = now.saturating_add(increment);
+                update
+                    .update_expression(SET_FULL)
+                    .condition_expression(IF_FULL)
+                    .expression_attribute_values(":tat", number(new_tat))
+                    .expression_attribute_values(":exp", number(expiry_seconds(new_tat)))
+            };
+            let update = update
+                .build()
+                .map_err(|e| TransactOutcome::Store(StoreError::Misconfigured(e.to_string())))?;
+            items.push(TransactWriteItem::builder().update(update).build());
+        }
+        self.count_request();
+        let result = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
+                    error.as_service_error()
+                {
+                    let raced = cancelled.cancellation_reasons().iter().any(|reason| {
+                        matches!(
+                            reason.code(),
+                            Some("ConditionalCheckFailed" | "TransactionConflict")
+                        )
+                    });
+                    if raced {
+                        return Err(TransactOutcome::Conflict);
+                    }
+                }
+                if matches!(
+                    error.code(),
+                    Some("TransactionConflictException" | "TransactionInProgressException")
+                ) {
+                    return Err(TransactOutcome::Conflict);
+                }
+                if matches!(
+                    error.code(),
+                    Some("UnknownOperationException" | "UnknownOperation")
+                ) {
+                    return Err(TransactOutcome::Unsupported);
+                }
+                Err(TransactOutcome::Store(to_store_error(&self.table, error)))
+            }
+        }
+    }
+
+    /// All or nothing without transactions: each key in turn, giving back what was taken from the
+    /// earlier keys when a later one denies or fails.
+    async fn acquire_key_by_key(
+        &self,
+        limits: &[Limit<'_>],
+        item_keys: &[String],
+        now: u64,
+        states: Vec<Option<u64>>,
+    ) -> Result<Verdict, StoreError> {
+        let mut decisions = Vec::with_capacity(limits.len());
+        for (position, (limit, item_key)) in limits.iter().zip(item_keys).enumerate() {
+            let decided = self
+                .acquire_one(item_key, limit, now, Some(states[position]))
+                .await;
+            let denied = match decided {
+                Ok(decision) if decision.is_allowed() => {
+                    decisions.push(decision);
+                    continue;
+                }
+                Ok(decision) => Ok(decision),
+                Err(error) => Err(error),
+            };
+            for (taken, taken_key) in limits.iter().zip(item_keys).take(position) {
+                self.give_back(taken_key, taken).await?;
+            }
+            decisions.push(denied?);
+            // The keys after the denying one were not asked; report what their state said.
+            for (limit, state) in limits.iter().zip(&states).skip(position + 1) {
+                decisions.push(
+                    gcra::decide(state.unwrap_or(0), now, &limit.policy, limit.cost)?.decision,
+                );
+            }
+            return Ok(Verdict::new(false, decisions));
+        }
+        Ok(Verdict::new(true, decisions))
+    }
+}
+
+/// What a transaction came to, short of success.
+enum TransactOutcome {
+    /// A condition failed or another transaction held an item: read again and retry.
+    Conflict,
+    /// The endpoint has no `TransactWriteItems`.
+    Unsupported,
+    /// The store failed.
+    Store(StoreError),
+}
+
+/// `cost·T` in nanoseconds; `cost <= burst` keeps it within the tolerance, below 2^62.
+fn increment(policy: &Policy, cost: u32) -> u64 {
+    policy
+        .emission_interval_ns()
+        .saturating_mul(u64::from(cost))
+}
+
+/// Sleeps a random time up to 1 ms doubled per attempt past the second (at most 64 ms), so that
+/// contenders that keep colliding spread out.
+async fn backoff(attempt: u32) {
+    let ceiling_us = 1_000u64 << attempt.saturating_sub(2).min(6);
+    tokio::time::sleep(Duration::from_micros(fastrand::u64(0..=ceiling_us))).await;
+}
+
+/// How many more requests than `burst + rate × w` replicas whose clocks differ by up to `max_skew`
+/// can admit together over any window: `rate × max_skew`, rounded up.
+///
+/// A replica whose clock runs ahead sees buckets refill early by its lead; the items carry no
+/// time of their own to correct it. Keep clocks synchronised (NTP, or Amazon Time Sync at well under
+/// a millisecond) and this is a fraction of one request for most policies.
+pub fn skew_slack(policy: &Policy, max_skew: Duration) -> u64 {
+    let skew = u64::try_from(max_skew.as_nanos()).unwrap_or(u64::MAX);
+    skew.div_ceil(policy.emission_interval_ns())
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn acquire(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+        validate(limits)?;
+        if let [limit] = limits {
+            let item_key = self.item_key(limit.key);
+            let decision = self.acquire_one(&item_key, limit, self.now(), None).await?;
+            return Ok(Verdict::single(decision));
+        }
+        self.acquire_many(limits).await
+    }
+
+    async fn peek(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+        validate(limits)?;
+        let item_keys: Vec<String> = limits.iter().map(|l| self.item_key(l.key)).collect();
+        let now = self.now();
+        let states = self.read_many(&item_keys).await?;
+        let mut decisions = Vec::with_capacity(limits.len());
+        for (limit, state) in limits.iter().zip(states) {
+            decisions
+                .push(gcra::decide(state.unwrap_or(0), now, &limit.policy, limit.cost)?.decision);
+        }
+        let allowed = decisions.iter().all(Decision::is_allowed);
+        Ok(Verdict::new(allowed, decisions))
+    }
+
+    async fn reset(&self, key: &str) -> Result<(), StoreError> {
+        validate_key(key)?;
+        self.count_request();
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(self.item_key(key)))
+            .send()
+            .await
+            .map_err(|error| to_store_error(&self.table, error))?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DynamoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynamoStore")
+            .field("table", &self.table)
+            .field("prefix", &self.prefix)
+            .field("max_attempts", &self.max_attempts)
+            .field("transactions", &self.transactions.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
