@@ -34,11 +34,16 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 // `now + cost·T`; a partly spent one is advanced by `cost·T` in place, on the condition that the
 // result stays within the tolerance. Because the second is an increment, concurrent admissions on a
 // busy key never conflict with one another: only a bucket crossing between full and spent, or
-// running out, fails a condition.
+// running out, fails a condition. Both conditions also ask for a number of the right range, so that
+// an item written by hand as a string or a negative fails them and is read (and refused as
+// malformed) rather than overwritten; the type test comes first because some emulators fail on
+// comparing a string with a number. A fraction of a nanosecond in the past is not caught: it is
+// overwritten as the full bucket it describes.
 const SET_FULL: &str = "SET #tat = :tat, #exp = :exp";
-const IF_FULL: &str = "attribute_not_exists(#tat) OR #tat <= :now";
+const IF_FULL: &str =
+    "attribute_not_exists(#tat) OR (attribute_type(#tat, :number) AND #tat BETWEEN :zero AND :now)";
 const ADVANCE: &str = "SET #tat = #tat + :inc, #exp = :exp";
-const IF_ROOM: &str = "#tat > :now AND #tat <= :last";
+const IF_ROOM: &str = "attribute_type(#tat, :number) AND #tat > :now AND #tat <= :last";
 const GIVE_BACK: &str = "SET #tat = #tat - :inc";
 const IF_STATE: &str = "attribute_exists(#tat)";
 
@@ -138,6 +143,12 @@ impl DynamoStore {
         item_key.push_str(&self.prefix);
         item_key.push_str(key);
         item_key
+    }
+
+    /// Whether requests with several keys go through `TransactWriteItems`: true until the endpoint
+    /// answers that it has none (then they are taken key by key, see above).
+    pub fn uses_transactions(&self) -> bool {
+        self.transactions.load(Ordering::Relaxed)
     }
 
     /// How many requests this store has sent to DynamoDB, of every kind: divide by decisions to see
@@ -246,6 +257,8 @@ impl DynamoStore {
             .expression_attribute_values(":tat", number(new_tat))
             .expression_attribute_values(":exp", number(expiry_seconds(new_tat)))
             .expression_attribute_values(":now", number(now))
+            .expression_attribute_values(":zero", number(0))
+            .expression_attribute_values(":number", number_type())
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
@@ -283,6 +296,7 @@ impl DynamoStore {
             .expression_attribute_values(":exp", number(expiry_seconds(full_by)))
             .expression_attribute_values(":now", number(now))
             .expression_attribute_values(":last", number(last))
+            .expression_attribute_values(":number", number_type())
             .return_values(ReturnValue::UpdatedNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -481,7 +495,8 @@ impl DynamoStore {
                 .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.clone()))
                 .expression_attribute_names("#tat", TAT_ATTRIBUTE)
                 .expression_attribute_names("#exp", TTL_ATTRIBUTE)
-                .expression_attribute_values(":now", number(now));
+                .expression_attribute_values(":now", number(now))
+                .expression_attribute_values(":number", number_type());
             let update = if state.is_some_and(|tat| tat > now) {
                 let tolerance = limit.policy.tolerance_ns();
                 update
@@ -501,6 +516,7 @@ impl DynamoStore {
                 update
                     .update_expression(SET_FULL)
                     .condition_expression(IF_FULL)
+                    .expression_attribute_values(":zero", number(0))
                     .expression_attribute_values(":tat", number(new_tat))
                     .expression_attribute_values(":exp", number(expiry_seconds(new_tat)))
             };
@@ -595,6 +611,11 @@ enum TransactOutcome {
     Unsupported,
     /// The store failed.
     Store(StoreError),
+}
+
+/// The operand of `attribute_type` that names DynamoDB's number type.
+fn number_type() -> AttributeValue {
+    AttributeValue::S("N".to_string())
 }
 
 /// `cost·T` in nanoseconds; `cost <= burst` keeps it within the tolerance, below 2^62.
