@@ -35,12 +35,14 @@ fn configure(settings: &[String]) -> Result<DetectorConfig, String> {
             .map_err(|_| format!("--set {setting}: {value:?} is not a number"))?;
         match name {
             "baseline_half_life" => config.baseline_half_life = number,
-            "recent_ticks" => config.recent_ticks = number as usize,
-            "surprise_half_life" => config.surprise_half_life = number,
             "warmup_ticks" => config.warmup_ticks = number as u64,
             "novelty_weight" => config.novelty_weight = number,
-            "hold_ticks" => config.hold_ticks = number as u64,
             "alarm_level" => config.alarm_level = number,
+            "hold_ticks" => config.hold_ticks = number as u64,
+            "damping" => config.damping = number,
+            "seasonal_buckets" => config.seasonal_buckets = number as usize,
+            "seasonal_half_life_days" => config.seasonal_half_life_days = number,
+            "seasonal_min_days" => config.seasonal_min_days = number,
             _ => return Err(format!("--set {setting}: no setting named {name:?}")),
         }
     }
@@ -72,7 +74,12 @@ fn main() -> ExitCode {
                 series.values.iter().map(|&v| detector.update(v)).collect()
             } else {
                 let mut detector = RateDetector::new(config);
-                series.values.iter().map(|&v| detector.update(v)).collect()
+                series
+                    .timestamps
+                    .iter()
+                    .zip(&series.values)
+                    .map(|(&t, &v)| detector.update_at(Some(t), v))
+                    .collect()
             }
         })
         .collect();
