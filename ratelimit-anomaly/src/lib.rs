@@ -24,6 +24,7 @@
 mod baseline;
 mod detector;
 pub mod nab;
+pub mod sketch;
 
 pub use baseline::Ewma;
 pub use detector::{DetectorConfig, RateDetector};
