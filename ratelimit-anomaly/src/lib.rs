@@ -23,8 +23,10 @@
 
 mod baseline;
 mod detector;
+mod monitor;
 pub mod nab;
 pub mod sketch;
 
 pub use baseline::Ewma;
 pub use detector::{DetectorConfig, RateDetector};
+pub use monitor::{Dimension, DimensionStats, Monitor, MonitorConfig, RequestEvent, TickStats};
