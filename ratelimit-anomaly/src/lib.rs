@@ -22,11 +22,14 @@
 //! reproduces: `--windowed-gaussian`).
 
 mod baseline;
+mod controller;
 mod detector;
 mod monitor;
 pub mod nab;
+pub mod scenario;
 pub mod sketch;
 
 pub use baseline::Ewma;
+pub use controller::{Action, Controller, ControllerConfig, Decided, Reason, Signal, State};
 pub use detector::{DetectorConfig, RateDetector};
 pub use monitor::{Dimension, DimensionStats, Monitor, MonitorConfig, RequestEvent, TickStats};

@@ -1,0 +1,518 @@
+//! The controller: from each tick's statistics to actions on limits, with hysteresis.
+//!
+//! ```text
+//!            suspicious                 suspicious for confirm_ticks, backend unhealthy
+//!   Normal ─────────────▶ Suspect ─────────────────────────────────────────▶ Mitigating
+//!     ▲  ◀───────────────   │ (healthy: a flash crowd; watched, not acted on)   │  ▲
+//!     │    calm again       │                                                   │  │ suspicious and
+//!     │                                                  calm for quiet_ticks   ▼  │ unhealthy again
+//!     └────────────────────────────────────────────── factor back at 1 ── Recovering
+//! ```
+//!
+//! Global limits are tightened multiplicatively (never below the floor) while the backend is
+//! unhealthy under anomalous traffic, and relaxed additively once traffic is calm. Single keys far
+//! above their peers and their own past are penalised for a time to live in any state, except keys
+//! on the allow list. Baselines learn only in the normal state, so an attack never becomes normal.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::baseline::Ewma;
+use crate::detector::{DetectorConfig, RateDetector};
+use crate::monitor::{Dimension, TickStats};
+
+/// What the controller watches for and how hard it acts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControllerConfig {
+    /// The length of a tick (turns times to live into ticks).
+    pub tick: Duration,
+    /// The global-rate detector's settings.
+    pub detector: DetectorConfig,
+    /// A detector score at or above this makes the tick suspicious.
+    pub suspect_score: f64,
+    /// Traffic above this multiple of its normal level (and four spreads above it) stays suspicious.
+    pub elevated_factor: f64,
+    /// Suspicious ticks in a row before acting.
+    pub confirm_ticks: u32,
+    /// Calm ticks in a row before relaxing.
+    pub quiet_ticks: u32,
+    /// What a tightening multiplies the global limit by.
+    pub tighten_factor: f64,
+    /// The lowest multiple of the configured global limit the controller sets.
+    pub floor: f64,
+    /// What each relaxing tick adds back, as a multiple of the configured limit.
+    pub relax_step: f64,
+    /// Unhealthy: p99 latency above this multiple of its normal level.
+    pub latency_factor: f64,
+    /// Unhealthy: server-error ratio above its normal level plus this.
+    pub error_margin: f64,
+    /// The dimensions whose keys may be penalised.
+    pub key_dimensions: Vec<Dimension>,
+    /// A key must send at least this many requests in a tick to be penalised.
+    pub key_min_requests: u32,
+    /// ... and this multiple of what the median heavy key sends.
+    pub key_peer_factor: f64,
+    /// ... and, when its past is known, this multiple of its own normal rate.
+    pub key_baseline_factor: f64,
+    /// How long a key's penalty lasts.
+    pub penalty_ttl: Duration,
+    /// Keys never penalised.
+    pub allow_list: Vec<String>,
+    /// Report actions without applying them.
+    pub shadow: bool,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            tick: Duration::from_secs(1),
+            detector: DetectorConfig::default(),
+            suspect_score: 0.27,
+            elevated_factor: 1.5,
+            confirm_ticks: 3,
+            quiet_ticks: 30,
+            tighten_factor: 0.5,
+            floor: 0.1,
+            relax_step: 0.1,
+            latency_factor: 2.0,
+            error_margin: 0.05,
+            key_dimensions: vec![Dimension::Client, Dimension::ApiKey],
+            key_min_requests: 20,
+            key_peer_factor: 20.0,
+            key_baseline_factor: 5.0,
+            penalty_ttl: Duration::from_secs(300),
+            allow_list: Vec::new(),
+            shadow: false,
+        }
+    }
+}
+
+/// Where the controller stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Traffic as usual; baselines learn.
+    Normal,
+    /// Traffic is anomalous; waiting for confirmation, or healthy (a flash crowd).
+    Suspect,
+    /// The global limit is tightened.
+    Mitigating,
+    /// Traffic is calm again; the global limit is relaxing.
+    Recovering,
+}
+
+/// Which signal led to an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    /// The global request rate against its baseline.
+    GlobalRate,
+    /// One key's rate against its peers and its past.
+    KeyRate,
+    /// Traffic calm again.
+    Calm,
+    /// A penalty's time to live ran out.
+    Expired,
+}
+
+/// Why an action was taken: the evidence, for logs and the status page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reason {
+    /// The signal.
+    pub signal: Signal,
+    /// The detector's score, where one applies.
+    pub score: f64,
+    /// What was observed (requests in the tick).
+    pub observed: f64,
+    /// What was expected (the baseline, or the peers' average for a key).
+    pub baseline: f64,
+    /// The key, for key actions.
+    pub key: Option<String>,
+    /// How long the action lasts, where it expires.
+    pub ttl: Option<Duration>,
+}
+
+/// What the controller asks the limiter to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Penalise one key for `ttl`.
+    PenalizeKey {
+        /// The key's dimension.
+        dimension: Dimension,
+        /// The key.
+        key: String,
+        /// How long.
+        ttl: Duration,
+        /// Why.
+        reason: Reason,
+    },
+    /// Lift a key's penalty.
+    LiftKey {
+        /// The key's dimension.
+        dimension: Dimension,
+        /// The key.
+        key: String,
+        /// Why.
+        reason: Reason,
+    },
+    /// Set the global limit to `factor` times its configured value.
+    ScaleGlobal {
+        /// The new multiple (between the floor and 1).
+        factor: f64,
+        /// Why.
+        reason: Reason,
+    },
+}
+
+/// An action and whether it is to be applied (false in shadow mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    /// The action.
+    pub action: Action,
+    /// Whether to apply it; in shadow mode actions are only reported.
+    pub apply: bool,
+}
+
+/// The state machine. Feed it every tick's [`TickStats`]; apply what it returns.
+#[derive(Debug)]
+pub struct Controller {
+    config: ControllerConfig,
+    state: State,
+    detector: RateDetector,
+    traffic: Ewma,
+    latency: Ewma,
+    errors: Ewma,
+    key_history: HashMap<(Dimension, String), Ewma>,
+    penalties: HashMap<(Dimension, String), u64>,
+    factor: f64,
+    suspicious_for: u32,
+    calm_for: u32,
+    tick: u64,
+    last_tightened: u64,
+    last_score: f64,
+}
+
+/// What a typical heavy key sends: the median of the heavy hitters (at least 1). Against the
+/// median rather than the mean of all keys, so that a naturally skewed (Zipf) population does not
+/// make its head look abusive.
+fn peer_rate(heavy: &[crate::sketch::HeavyHitter]) -> f64 {
+    if heavy.is_empty() {
+        return 1.0;
+    }
+    let mut counts: Vec<u32> = heavy.iter().map(|h| h.count).collect();
+    counts.sort_unstable();
+    f64::from(counts[counts.len() / 2]).max(1.0)
+}
+
+/// Keys whose history is kept: the heavy hitters of recent ticks, bounded.
+const KEY_HISTORY: usize = 4096;
+
+impl Controller {
+    /// A controller in the normal state.
+    pub fn new(config: ControllerConfig) -> Self {
+        Controller {
+            detector: RateDetector::new(config.detector),
+            config,
+            state: State::Normal,
+            traffic: Ewma::with_half_life(300.0),
+            latency: Ewma::with_half_life(300.0),
+            errors: Ewma::with_half_life(300.0),
+            key_history: HashMap::new(),
+            penalties: HashMap::new(),
+            factor: 1.0,
+            suspicious_for: 0,
+            calm_for: 0,
+            tick: 0,
+            last_tightened: 0,
+            last_score: 0.0,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// The global-rate detector's score at the last tick.
+    pub fn last_score(&self) -> f64 {
+        self.last_score
+    }
+
+    /// The current multiple of the configured global limit.
+    pub fn factor(&self) -> f64 {
+        self.factor
+    }
+
+    /// Keys penalised now, with the tick their penalty ends.
+    pub fn penalties(&self) -> impl Iterator<Item = (&(Dimension, String), &u64)> {
+        self.penalties.iter()
+    }
+
+    /// Decides this tick's actions from its statistics.
+    pub fn on_tick(&mut self, stats: &TickStats) -> Vec<Decided> {
+        self.tick += 1;
+        let mut actions = Vec::new();
+        self.expire_penalties(&mut actions);
+
+        let requests = stats.requests as f64;
+        let score = self.detector.update(requests);
+        self.last_score = score;
+        let healthy = self.healthy(stats);
+        let elevated = self.traffic.seen() > 10
+            && requests > self.config.elevated_factor * self.traffic.mean()
+            && requests > self.traffic.mean() + 4.0 * self.traffic.std_dev();
+        let suspicious = score >= self.config.suspect_score || elevated;
+        let reason = Reason {
+            signal: Signal::GlobalRate,
+            score,
+            observed: requests,
+            baseline: self.traffic.mean(),
+            key: None,
+            ttl: None,
+        };
+
+        if suspicious {
+            self.suspicious_for += 1;
+            self.calm_for = 0;
+        } else {
+            self.suspicious_for = 0;
+            self.calm_for += 1;
+        }
+        match self.state {
+            State::Normal => {
+                if suspicious {
+                    self.state = State::Suspect;
+                } else {
+                    self.learn(stats);
+                }
+            }
+            State::Suspect => {
+                if !suspicious {
+                    self.state = State::Normal;
+                } else if self.suspicious_for >= self.config.confirm_ticks && !healthy {
+                    self.state = State::Mitigating;
+                    self.tighten(reason, &mut actions);
+                }
+            }
+            State::Mitigating | State::Recovering => {
+                if suspicious && !healthy {
+                    self.state = State::Mitigating;
+                    if self.tick - self.last_tightened >= u64::from(self.config.confirm_ticks) {
+                        self.tighten(reason, &mut actions);
+                    }
+                } else if self.state == State::Mitigating {
+                    if self.calm_for >= self.config.quiet_ticks {
+                        self.state = State::Recovering;
+                    }
+                } else if !suspicious {
+                    self.relax(reason, &mut actions);
+                }
+            }
+        }
+        self.judge_keys(stats, &mut actions);
+        let apply = !self.config.shadow;
+        actions
+            .into_iter()
+            .map(|action| Decided { action, apply })
+            .collect()
+    }
+
+    fn healthy(&self, stats: &TickStats) -> bool {
+        if self.latency.seen() < 10 {
+            return true; // nothing to compare with yet
+        }
+        let p99 = stats.latency_p99.as_secs_f64();
+        let slow = p99 > self.config.latency_factor * self.latency.mean().max(1e-6);
+        let failing = stats.error_ratio() > self.errors.mean() + self.config.error_margin;
+        !(slow || failing)
+    }
+
+    fn learn(&mut self, stats: &TickStats) {
+        self.traffic.update(stats.requests as f64);
+        if stats.responses > 0 {
+            self.latency.update(stats.latency_p99.as_secs_f64());
+            self.errors.update(stats.error_ratio());
+        }
+    }
+
+    fn tighten(&mut self, reason: Reason, actions: &mut Vec<Action>) {
+        let factor = (self.factor * self.config.tighten_factor).max(self.config.floor);
+        self.last_tightened = self.tick;
+        if factor < self.factor {
+            self.factor = factor;
+            actions.push(Action::ScaleGlobal { factor, reason });
+        }
+    }
+
+    fn relax(&mut self, reason: Reason, actions: &mut Vec<Action>) {
+        let mut factor = (self.factor + self.config.relax_step).min(1.0);
+        if factor > 1.0 - 1e-9 {
+            factor = 1.0; // steps of 0.1 add up to 0.9999999999999999
+        }
+        self.factor = factor;
+        if factor >= 1.0 {
+            self.state = State::Normal;
+        }
+        actions.push(Action::ScaleGlobal {
+            factor,
+            reason: Reason {
+                signal: Signal::Calm,
+                ..reason
+            },
+        });
+    }
+
+    fn expire_penalties(&mut self, actions: &mut Vec<Action>) {
+        let now = self.tick;
+        let expired: Vec<(Dimension, String)> = self
+            .penalties
+            .iter()
+            .filter(|(_, until)| **until <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for (dimension, key) in expired {
+            self.penalties.remove(&(dimension, key.clone()));
+            actions.push(Action::LiftKey {
+                dimension,
+                reason: Reason {
+                    signal: Signal::Expired,
+                    score: 0.0,
+                    observed: 0.0,
+                    baseline: 0.0,
+                    key: Some(key.clone()),
+                    ttl: None,
+                },
+                key,
+            });
+        }
+    }
+
+    fn judge_keys(&mut self, stats: &TickStats, actions: &mut Vec<Action>) {
+        let ttl_ticks = (self.config.penalty_ttl.as_secs_f64() / self.config.tick.as_secs_f64())
+            .ceil()
+            .max(1.0) as u64;
+        if self.tick <= self.config.detector.warmup_ticks {
+            // Learn who is normally heavy before judging anyone.
+            self.learn_keys(stats);
+            return;
+        }
+        for &dimension in &self.config.key_dimensions {
+            let keys = stats.dimension(dimension);
+            let peer_rate = peer_rate(&keys.heavy);
+            for hitter in &keys.heavy {
+                let id = (dimension, hitter.key.clone());
+                let rate = f64::from(hitter.count);
+                let past = self.key_history.get(&id).filter(|h| h.seen() >= 10);
+                let abusive = hitter.count >= self.config.key_min_requests
+                    && rate >= self.config.key_peer_factor * peer_rate
+                    && past.is_none_or(|p| rate >= self.config.key_baseline_factor * p.mean());
+                let allowed = self.config.allow_list.contains(&hitter.key);
+                if abusive && !allowed && !self.penalties.contains_key(&id) {
+                    self.penalties.insert(id, self.tick + ttl_ticks);
+                    actions.push(Action::PenalizeKey {
+                        dimension,
+                        key: hitter.key.clone(),
+                        ttl: self.config.penalty_ttl,
+                        reason: Reason {
+                            signal: Signal::KeyRate,
+                            score: rate / peer_rate,
+                            observed: rate,
+                            baseline: past.map_or(peer_rate, Ewma::mean),
+                            key: Some(hitter.key.clone()),
+                            ttl: Some(self.config.penalty_ttl),
+                        },
+                    });
+                }
+            }
+        }
+        if self.state == State::Normal {
+            self.learn_keys(stats);
+        }
+    }
+
+    /// Folds the heavy hitters' rates into their histories (bounded: when full, start over).
+    fn learn_keys(&mut self, stats: &TickStats) {
+        for &dimension in &self.config.key_dimensions {
+            for hitter in &stats.dimension(dimension).heavy {
+                let id = (dimension, hitter.key.clone());
+                if self.penalties.contains_key(&id) {
+                    continue;
+                }
+                if self.key_history.len() >= KEY_HISTORY && !self.key_history.contains_key(&id) {
+                    self.key_history.clear();
+                }
+                self.key_history
+                    .entry(id)
+                    .or_insert_with(|| Ewma::with_half_life(60.0))
+                    .update(f64::from(hitter.count));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tick(requests: u64, p99_ms: u64, errors: u64) -> TickStats {
+        TickStats {
+            requests,
+            responses: requests,
+            server_errors: errors,
+            latency_p99: Duration::from_millis(p99_ms),
+            ..TickStats::default()
+        }
+    }
+
+    fn warmed_up(config: ControllerConfig) -> Controller {
+        let mut controller = Controller::new(config);
+        for i in 0..300 {
+            controller.on_tick(&tick(1_000 + (i % 7) * 10, 5, 0));
+        }
+        assert_eq!(controller.state(), State::Normal);
+        controller
+    }
+
+    #[test]
+    fn a_healthy_surge_is_watched_not_mitigated() {
+        let mut controller = warmed_up(ControllerConfig::default());
+        for _ in 0..50 {
+            let actions = controller.on_tick(&tick(5_000, 5, 0));
+            assert!(actions.is_empty(), "{actions:?}");
+        }
+        assert_eq!(controller.state(), State::Suspect);
+    }
+
+    #[test]
+    fn tightening_stops_at_the_floor_and_relaxing_is_additive() {
+        let config = ControllerConfig::default();
+        let mut controller = warmed_up(config.clone());
+        let mut factors = Vec::new();
+        for _ in 0..60 {
+            for decided in controller.on_tick(&tick(20_000, 200, 2_000)) {
+                if let Action::ScaleGlobal { factor, reason } = decided.action {
+                    assert_eq!(reason.signal, Signal::GlobalRate);
+                    factors.push(factor);
+                }
+            }
+        }
+        assert_eq!(controller.state(), State::Mitigating);
+        assert_eq!(
+            factors,
+            vec![0.5, 0.25, 0.125, 0.1],
+            "multiplicative, down to the floor"
+        );
+        let mut relaxed = Vec::new();
+        for _ in 0..60 {
+            for decided in controller.on_tick(&tick(1_000, 5, 0)) {
+                if let Action::ScaleGlobal { factor, .. } = decided.action {
+                    relaxed.push(factor);
+                }
+            }
+        }
+        assert_eq!(controller.state(), State::Normal);
+        assert_eq!(relaxed.len(), 9, "{relaxed:?}");
+        for pair in relaxed.windows(2) {
+            assert!((pair[1] - pair[0] - config.relax_step).abs() < 1e-9 || pair[1] == 1.0);
+        }
+        assert_eq!(controller.factor(), 1.0);
+    }
+}

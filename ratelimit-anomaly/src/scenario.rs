@@ -1,0 +1,428 @@
+//! A seeded traffic generator with labelled scenarios, and a simulation that runs the monitor and
+//! controller against it in simulated time.
+//!
+//! One tick is one second. Background traffic comes from 100,000 clients with Zipf-distributed
+//! rates and a daily cycle (compressed into [`Scenario::day_ticks`]). Each client is held to a
+//! per-client limit, and all traffic to a global limit that the controller scales. A backend of
+//! fixed capacity answers what is admitted: past its capacity its latency climbs and it fails
+//! requests, which is what the controller's health gate sees.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::controller::{Action, Controller, ControllerConfig, State};
+use crate::monitor::{Monitor, RequestEvent};
+
+/// What happens on top of the background.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Attack {
+    /// Nothing: background only.
+    None,
+    /// One source sends `rate` requests a tick.
+    SingleSourceFlood {
+        /// Requests per tick.
+        rate: u32,
+    },
+    /// `sources` new sources each send `per_source` requests a tick, under the per-client limit.
+    DistributedFlood {
+        /// Sources.
+        sources: u32,
+        /// Requests per tick from each.
+        per_source: u32,
+    },
+    /// Like a distributed flood, growing linearly from nothing to full over the attack.
+    SlowRamp {
+        /// Sources at the end.
+        sources: u32,
+        /// Requests per tick from each.
+        per_source: u32,
+    },
+    /// A distributed flood `on` ticks out of every `on + off`.
+    PulseWave {
+        /// Sources.
+        sources: u32,
+        /// Requests per tick from each.
+        per_source: u32,
+        /// Ticks on.
+        on: u32,
+        /// Ticks off.
+        off: u32,
+    },
+    /// Legitimate: `sources` new clients each sending `per_source`, on a backend big enough.
+    FlashCrowd {
+        /// Sources.
+        sources: u32,
+        /// Requests per tick from each.
+        per_source: u32,
+    },
+}
+
+impl Attack {
+    /// Whether this traffic is an attack (a flash crowd is legitimate).
+    pub fn is_malicious(&self) -> bool {
+        !matches!(self, Attack::None | Attack::FlashCrowd { .. })
+    }
+}
+
+/// One labelled scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scenario {
+    /// Its name.
+    pub name: &'static str,
+    /// The random seed: the same seed gives the same traffic.
+    pub seed: u64,
+    /// Ticks simulated.
+    pub ticks: u32,
+    /// Background clients (Zipf-distributed).
+    pub clients: u32,
+    /// Background requests per tick, averaged over the day.
+    pub background: u32,
+    /// Ticks in one simulated day.
+    pub day_ticks: u32,
+    /// The attack, and the ticks it starts and ends.
+    pub attack: Attack,
+    /// First tick of the attack.
+    pub attack_start: u32,
+    /// Tick the attack stops.
+    pub attack_end: u32,
+    /// Requests one client may send in a tick.
+    pub per_client_limit: u32,
+    /// Requests all clients together may send in a tick, before the controller scales it.
+    pub global_limit: u32,
+    /// Requests the backend serves in a tick at normal latency.
+    pub capacity: u32,
+}
+
+impl Scenario {
+    fn base(name: &'static str, attack: Attack) -> Self {
+        Scenario {
+            name,
+            seed: 42,
+            ticks: 600,
+            clients: 100_000,
+            background: 1_000,
+            day_ticks: 400,
+            attack,
+            attack_start: 250,
+            attack_end: 400,
+            per_client_limit: 150,
+            global_limit: 3_000,
+            capacity: 2_000,
+        }
+    }
+
+    /// Every labelled scenario.
+    pub fn all() -> Vec<Scenario> {
+        vec![
+            Self::base(
+                "single source flood",
+                Attack::SingleSourceFlood { rate: 2_000 },
+            ),
+            Self::base(
+                "distributed flood",
+                Attack::DistributedFlood {
+                    sources: 2_000,
+                    per_source: 4,
+                },
+            ),
+            Self::base(
+                "slow ramp",
+                Attack::SlowRamp {
+                    sources: 2_000,
+                    per_source: 4,
+                },
+            ),
+            Self::base(
+                "pulse wave",
+                Attack::PulseWave {
+                    sources: 2_000,
+                    per_source: 4,
+                    on: 10,
+                    off: 20,
+                },
+            ),
+            Scenario {
+                capacity: 20_000,
+                global_limit: 30_000,
+                ..Self::base(
+                    "flash crowd",
+                    Attack::FlashCrowd {
+                        sources: 3_000,
+                        per_source: 2,
+                    },
+                )
+            },
+        ]
+    }
+
+    /// Requests per tick each attack source sends at `tick`, and how many sources.
+    fn attack_at(&self, tick: u32) -> (u32, u32) {
+        if tick < self.attack_start || tick >= self.attack_end {
+            return (0, 0);
+        }
+        let into = tick - self.attack_start;
+        match self.attack {
+            Attack::None => (0, 0),
+            Attack::SingleSourceFlood { rate } => (1, rate),
+            Attack::DistributedFlood {
+                sources,
+                per_source,
+            }
+            | Attack::FlashCrowd {
+                sources,
+                per_source,
+            } => (sources, per_source),
+            Attack::SlowRamp {
+                sources,
+                per_source,
+            } => {
+                let span = (self.attack_end - self.attack_start).max(1);
+                (sources * into / span, per_source)
+            }
+            Attack::PulseWave {
+                sources,
+                per_source,
+                on,
+                off,
+            } => {
+                if into % (on + off) < on {
+                    (sources, per_source)
+                } else {
+                    (0, 0)
+                }
+            }
+        }
+    }
+}
+
+/// What the simulation saw at one tick: for tables and plots.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TickRecord {
+    /// The tick.
+    pub tick: u32,
+    /// Legitimate requests sent.
+    pub legitimate: u32,
+    /// Attack requests sent.
+    pub attack: u32,
+    /// Requests admitted.
+    pub admitted: u32,
+    /// Legitimate requests limited.
+    pub legitimate_limited: u32,
+    /// The global limit in force.
+    pub effective_limit: u32,
+    /// The detector's score.
+    pub score: f64,
+    /// The controller's state.
+    pub state: State,
+    /// Actions taken this tick.
+    pub actions: usize,
+}
+
+/// How a scenario went.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The scenario.
+    pub name: &'static str,
+    /// Ticks from the attack's start to the first action (key penalty or global tightening).
+    pub time_to_detect: Option<u32>,
+    /// Ticks from the attack's start to the first global tightening.
+    pub time_to_mitigate: Option<u32>,
+    /// Of the keys penalised, the share that were attack sources.
+    pub precision: f64,
+    /// Of the attack sources, the share penalised.
+    pub recall: f64,
+    /// Share of legitimate requests limited over the whole run.
+    pub legitimate_limited: f64,
+    /// Share of legitimate requests limited while the attack ran.
+    pub legitimate_limited_during: f64,
+    /// Ticks from the attack's end until the global limit was back at 1 (None: never tightened
+    /// or never back).
+    pub time_to_relax: Option<u32>,
+    /// Whether the global limit was ever tightened.
+    pub mitigated: bool,
+    /// Tick by tick.
+    pub ticks: Vec<TickRecord>,
+}
+
+/// Zipf(1) over `n` ranks: a cumulative table to sample from.
+struct Zipf {
+    cumulative: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: u32) -> Self {
+        let mut total = 0.0;
+        let cumulative = (1..=n)
+            .map(|rank| {
+                total += 1.0 / f64::from(rank);
+                total
+            })
+            .collect::<Vec<_>>();
+        Zipf { cumulative }
+    }
+
+    fn sample(&self, rng: &mut fastrand::Rng) -> usize {
+        let total = self.cumulative.last().copied().unwrap_or(1.0);
+        let target = rng.f64() * total;
+        self.cumulative
+            .partition_point(|&c| c < target)
+            .min(self.cumulative.len() - 1)
+    }
+}
+
+/// Runs `scenario` with a controller of `config`; returns how it went.
+pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
+    let mut rng = fastrand::Rng::with_seed(scenario.seed);
+    let zipf = Zipf::new(scenario.clients);
+    let client_names: Vec<String> = (0..scenario.clients)
+        .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
+        .collect();
+    let (max_sources, _) = (scenario.attack_start..scenario.attack_end)
+        .map(|t| scenario.attack_at(t))
+        .max()
+        .unwrap_or((0, 0));
+    let attacker_names: Vec<String> = (0..max_sources.max(1))
+        .map(|i| format!("172.16.{}.{}", i >> 8, i & 255))
+        .collect();
+    let malicious = scenario.attack.is_malicious();
+
+    let monitor = Monitor::default();
+    let mut controller = Controller::new(config);
+    let mut penalised: HashMap<String, bool> = HashMap::new();
+    let mut factor = 1.0;
+    let mut per_client: HashMap<usize, u32> = HashMap::new();
+    let mut records = Vec::with_capacity(scenario.ticks as usize);
+    let (mut first_action, mut first_tighten, mut relaxed_at) = (None, None, None);
+    let (mut legit_total, mut legit_limited) = (0u64, 0u64);
+    let (mut legit_during, mut legit_limited_during) = (0u64, 0u64);
+
+    for tick in 0..scenario.ticks {
+        per_client.clear();
+        let day = f64::from(tick % scenario.day_ticks) / f64::from(scenario.day_ticks);
+        let cycle = 1.0 + 0.5 * (2.0 * std::f64::consts::PI * day).sin();
+        let background = (f64::from(scenario.background) * cycle) as u32;
+        let (sources, per_source) = scenario.attack_at(tick);
+        let effective_limit = (f64::from(scenario.global_limit) * factor) as u32;
+        let mut admitted = 0u32;
+        let mut tick_legit_limited = 0u32;
+        // Interleave background and attack requests as they would arrive.
+        let attack_requests = sources * per_source;
+        let total = background + attack_requests;
+        for _ in 0..total {
+            let from_attack = attack_requests > 0 && rng.u32(0..total) < attack_requests;
+            let (client, name) = if from_attack {
+                let source = rng.u32(0..sources) as usize;
+                (scenario.clients as usize + source, &attacker_names[source])
+            } else {
+                let client = zipf.sample(&mut rng);
+                (client, &client_names[client])
+            };
+            let count = per_client.entry(client).or_insert(0);
+            *count += 1;
+            let blocked = penalised.get(name.as_str()).copied().unwrap_or(false);
+            let limited =
+                blocked || *count > scenario.per_client_limit || admitted >= effective_limit;
+            if !limited {
+                admitted += 1;
+            }
+            let legitimate = !(from_attack && malicious);
+            if legitimate {
+                legit_total += 1;
+                legit_limited += u64::from(limited);
+                if (scenario.attack_start..scenario.attack_end).contains(&tick) {
+                    legit_during += 1;
+                    legit_limited_during += u64::from(limited);
+                }
+                tick_legit_limited += u32::from(limited);
+            }
+            monitor.request_started();
+            monitor.record(&RequestEvent {
+                client: Some(name),
+                limited,
+                ..Default::default()
+            });
+        }
+        // The backend answers what was admitted; the rest were answered 429 at once.
+        let load = f64::from(admitted) / f64::from(scenario.capacity);
+        let latency = Duration::from_micros((2_000.0 * load.max(1.0).powi(3)) as u64);
+        let failing = if load > 1.0 { 1.0 - 1.0 / load } else { 0.0 };
+        for i in 0..total {
+            if i < admitted {
+                let status = if rng.f64() < failing { 503 } else { 200 };
+                monitor.record_response(status, latency);
+            } else {
+                monitor.record_response(429, Duration::from_micros(50));
+            }
+        }
+        let stats = monitor.tick();
+        let decided = controller.on_tick(&stats);
+        for decided in &decided {
+            if first_action.is_none() && tick >= scenario.attack_start {
+                first_action = Some(tick - scenario.attack_start);
+            }
+            if !decided.apply {
+                continue;
+            }
+            match &decided.action {
+                Action::PenalizeKey { key, .. } => {
+                    penalised.insert(key.clone(), true);
+                }
+                Action::LiftKey { key, .. } => {
+                    penalised.insert(key.clone(), false);
+                }
+                Action::ScaleGlobal { factor: new, .. } => {
+                    if *new < factor && first_tighten.is_none() && tick >= scenario.attack_start {
+                        first_tighten = Some(tick - scenario.attack_start);
+                    }
+                    factor = *new;
+                    if factor >= 1.0 && tick >= scenario.attack_end && relaxed_at.is_none() {
+                        relaxed_at = Some(tick - scenario.attack_end);
+                    }
+                }
+            }
+        }
+        records.push(TickRecord {
+            tick,
+            legitimate: total - attack_requests,
+            attack: attack_requests,
+            admitted,
+            legitimate_limited: tick_legit_limited,
+            effective_limit,
+            score: controller.last_score(),
+            state: controller.state(),
+            actions: decided.len(),
+        });
+    }
+    let flagged: Vec<&String> = penalised.keys().collect();
+    let attackers = |key: &str| key.starts_with("172.16.");
+    let true_flags = flagged.iter().filter(|k| attackers(k)).count();
+    let precision = if flagged.is_empty() {
+        1.0
+    } else {
+        true_flags as f64 / flagged.len() as f64
+    };
+    let recall = if malicious {
+        true_flags as f64 / f64::from(max_sources.max(1))
+    } else {
+        1.0
+    };
+    let share = |limited: u64, total: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            limited as f64 / total as f64
+        }
+    };
+    Outcome {
+        name: scenario.name,
+        time_to_detect: first_action,
+        time_to_mitigate: first_tighten,
+        precision,
+        recall,
+        legitimate_limited: share(legit_limited, legit_total),
+        legitimate_limited_during: share(legit_limited_during, legit_during),
+        time_to_relax: relaxed_at,
+        mitigated: first_tighten.is_some(),
+        ticks: records,
+    }
+}

@@ -1,0 +1,111 @@
+//! The labelled scenarios' outcomes: floods are mitigated within a bounded time and relaxed after,
+//! the single abuser is penalised and nobody else, the flash crowd is left alone; shadow mode and
+//! the allow list hold.
+#![allow(clippy::unwrap_used)]
+
+use ratelimit_anomaly::ControllerConfig;
+use ratelimit_anomaly::scenario::{Attack, Outcome, Scenario, run};
+
+fn scenario(name: &str) -> Scenario {
+    Scenario::all()
+        .into_iter()
+        .find(|s| s.name == name)
+        .unwrap()
+}
+
+fn outcome(name: &str) -> Outcome {
+    run(&scenario(name), ControllerConfig::default())
+}
+
+/// Quiet ticks, then one relaxing step per tick from the floor back to 1, plus a few ticks.
+fn relax_bound(config: &ControllerConfig) -> u32 {
+    config.quiet_ticks + ((1.0 - config.floor) / config.relax_step).ceil() as u32 + 5
+}
+
+#[test]
+fn a_single_source_flood_penalises_the_source_and_nobody_else() {
+    let o = outcome("single source flood");
+    assert!(o.time_to_detect.unwrap() <= 3, "{o:?}");
+    assert_eq!((o.precision, o.recall), (1.0, 1.0));
+    assert!(
+        o.legitimate_limited_during < 0.01,
+        "{}",
+        o.legitimate_limited_during
+    );
+}
+
+#[test]
+fn a_distributed_flood_is_mitigated_then_relaxed() {
+    let config = ControllerConfig::default();
+    let o = outcome("distributed flood");
+    assert!(
+        o.time_to_mitigate.unwrap() <= 10,
+        "{:?}",
+        o.time_to_mitigate
+    );
+    assert_eq!(o.precision, 1.0, "a legitimate key was penalised");
+    assert!(
+        o.time_to_relax.unwrap() <= relax_bound(&config),
+        "{:?}",
+        o.time_to_relax
+    );
+    // Never below the floor.
+    let s = scenario("distributed flood");
+    let floor = (f64::from(s.global_limit) * config.floor) as u32;
+    assert!(o.ticks.iter().all(|t| t.effective_limit >= floor));
+    // The backend is protected: what is admitted during the attack stays near its capacity.
+    let during = &o.ticks[(s.attack_start + 10) as usize..s.attack_end as usize];
+    assert!(
+        during.iter().all(|t| t.admitted <= s.capacity),
+        "the backend was left overloaded"
+    );
+}
+
+#[test]
+fn a_pulse_wave_and_a_slow_ramp_are_mitigated() {
+    let pulse = outcome("pulse wave");
+    assert!(
+        pulse.time_to_mitigate.unwrap() <= 10,
+        "{:?}",
+        pulse.time_to_mitigate
+    );
+    let ramp = outcome("slow ramp");
+    let s = scenario("slow ramp");
+    assert!(ramp.time_to_mitigate.unwrap() < s.attack_end - s.attack_start);
+    assert!(pulse.time_to_relax.is_some() && ramp.time_to_relax.is_some());
+}
+
+#[test]
+fn a_flash_crowd_on_a_healthy_backend_is_left_alone() {
+    let o = outcome("flash crowd");
+    assert!(!o.mitigated, "{:?}", o.time_to_mitigate);
+    assert_eq!(o.time_to_detect, None, "an action was taken");
+    assert!(o.legitimate_limited < 0.001);
+}
+
+#[test]
+fn shadow_mode_reports_but_applies_nothing() {
+    let config = ControllerConfig {
+        shadow: true,
+        ..ControllerConfig::default()
+    };
+    let s = scenario("distributed flood");
+    let o = run(&s, config);
+    assert!(o.time_to_detect.is_some(), "shadow mode reported nothing");
+    assert!(!o.mitigated);
+    assert!(o.ticks.iter().all(|t| t.effective_limit == s.global_limit));
+}
+
+#[test]
+fn the_allow_list_is_never_penalised() {
+    let s = Scenario {
+        attack: Attack::SingleSourceFlood { rate: 2_000 },
+        ..scenario("single source flood")
+    };
+    let config = ControllerConfig {
+        allow_list: vec!["172.16.0.0".to_string()],
+        ..ControllerConfig::default()
+    };
+    let o = run(&s, config);
+    assert_eq!(o.recall, 0.0, "an allowed key was penalised");
+}
