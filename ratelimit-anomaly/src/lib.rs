@@ -21,6 +21,7 @@
 //! Random Cut Forest 56.2 / 45.2 / 64.0, windowed Gaussian 35.0 / 22.7 / 41.0 (which the scorer
 //! reproduces: `--windowed-gaussian`).
 
+mod actuator;
 mod baseline;
 mod controller;
 mod detector;
@@ -28,7 +29,10 @@ mod monitor;
 pub mod nab;
 pub mod scenario;
 pub mod sketch;
+#[cfg(feature = "tower")]
+pub mod tower;
 
+pub use actuator::{Actuator, KeyedLimiterActuator, scaled};
 pub use baseline::Ewma;
 pub use controller::{Action, Controller, ControllerConfig, Decided, Reason, Signal, State};
 pub use detector::{DetectorConfig, RateDetector};

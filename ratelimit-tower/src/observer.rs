@@ -26,7 +26,8 @@ pub enum Outcome {
 pub struct DecisionEvent<'a> {
     /// The rule's name.
     pub rule: &'a str,
-    /// The key the rule counted the request under (empty for [`Outcome::NoKey`]).
+    /// The key the rule extracted from the request, without the rule's name: what
+    /// [`RateLimitHandle::block`](crate::RateLimitHandle::block) takes (empty for [`Outcome::NoKey`]).
     pub key: &'a str,
     /// What was decided.
     pub outcome: Outcome,

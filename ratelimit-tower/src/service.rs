@@ -517,7 +517,9 @@ fn report(
         };
         let event = DecisionEvent {
             rule: &rule.name,
-            key: &check.key,
+            // The extracted key, as blocked decisions report it and `RateLimitHandle::block` takes
+            // it: the store key without the rule's name and separator.
+            key: check.key.get(rule.name.len() + 1..).unwrap_or(&check.key),
             outcome,
             cost: rule.cost,
             at,
