@@ -35,7 +35,12 @@ impl HyperLogLog {
         let rest = (hash << PRECISION) | (1 << (PRECISION - 1));
         let rank = rest.leading_zeros() as u8 + 1;
         // Relaxed: a register only ever grows, and fetch_max keeps the largest whatever the order.
-        self.registers[index].fetch_max(rank, Ordering::Relaxed);
+        // Most adds do not raise their register: a plain load first spares them the atomic
+        // read-modify-write (a compare-and-swap loop on x86).
+        let register = &self.registers[index];
+        if register.load(Ordering::Relaxed) < rank {
+            register.fetch_max(rank, Ordering::Relaxed);
+        }
     }
 
     /// The estimated number of distinct keys.
