@@ -13,13 +13,37 @@
 //! assert!(score > 0.99, "a ninefold flood scored {score}");
 //! ```
 //!
+//! # The parts
+//!
+//! - **Hot path** ([`Monitor`]): per request, constant time and no locks: per dimension (client,
+//!   API key, route) a count-min sketch over two rotating windows, a top-k table of heavy hitters
+//!   and a HyperLogLog of distinct keys ([`sketch`]); globally, requests, limited, 4xx/5xx, in
+//!   flight and a latency histogram. Memory is fixed when it is made (about 1.5 MiB by default),
+//!   however many keys there are.
+//! - **Side path** (once a tick, [`Monitor::tick`] then [`Controller::on_tick`]): the global rate
+//!   against a learned baseline with a daily seasonal component ([`RateDetector`]); each heavy
+//!   key against its peers and its own past; the source distribution (distinct sources, top share,
+//!   entropy); and a health gate (p99 latency, error ratio against their normal levels), so a
+//!   flash crowd on a healthy backend is watched, not throttled.
+//! - **Decisions** ([`Controller`]): normal, suspect, mitigating, recovering, with hysteresis;
+//!   actions with their reasons: penalise a key for a time to live, tighten the global limit
+//!   multiplicatively down to a floor, relax it additively after a quiet period; shadow mode and
+//!   an allow list.
+//! - **Wiring** (feature `tower`): [`tower::TowerObserver`] feeds the monitor from a
+//!   ratelimit-tower layer, [`tower::TowerActuator`] applies actions through its handle, and
+//!   [`tower::spawn`] runs the tick; [`KeyedLimiterActuator`] applies them to a core
+//!   `KeyedLimiter`.
+//!
+//! # Measured
+//!
 //! [`nab`] scores a detector on the Numenta Anomaly Benchmark; the subset shipped in `nab/` (48
 //! series, 83 windows, with NAB's licence) is scored by
 //! `cargo run --release -p ratelimit-anomaly --example nab`. With its default settings (tuned on
 //! that subset) [`RateDetector`] scores 63.9 on the standard profile, 55.7 on reward_low_FP_rate
 //! and 68.7 on reward_low_FN_rate; published on the same subset: Numenta HTM 70.9 / 65.0 / 75.0,
 //! Random Cut Forest 56.2 / 45.2 / 64.0, windowed Gaussian 35.0 / 22.7 / 41.0 (which the scorer
-//! reproduces: `--windowed-gaussian`).
+//! reproduces: `--windowed-gaussian`). The labelled traffic scenarios ([`scenario`]) run with
+//! `cargo run --release -p ratelimit-anomaly --example scenarios -- --plot DIR`.
 
 mod actuator;
 mod baseline;
