@@ -174,15 +174,13 @@ fn store_vs_sdk(c: &mut Criterion) {
             };
             let (own, other) = (store_call.clone(), raw_call.clone());
             group.bench_function("ratelimit_acquire", |b| {
-                b.to_async(&runtime).iter_custom(|iters| {
-                    interleaved(tasks, iters, own.clone(), other.clone())
-                })
+                b.to_async(&runtime)
+                    .iter_custom(|iters| interleaved(tasks, iters, own.clone(), other.clone()))
             });
             let (own, other) = (raw_call.clone(), store_call.clone());
             group.bench_function("raw_update_item", |b| {
-                b.to_async(&runtime).iter_custom(|iters| {
-                    interleaved(tasks, iters, own.clone(), other.clone())
-                })
+                b.to_async(&runtime)
+                    .iter_custom(|iters| interleaved(tasks, iters, own.clone(), other.clone()))
             });
             group.finish();
         }

@@ -32,6 +32,9 @@ pub struct ControllerConfig {
     pub suspect_score: f64,
     /// Traffic above this multiple of its normal level (and four spreads above it) stays suspicious.
     pub elevated_factor: f64,
+    /// Distinct sources above this multiple of their normal number (and four spreads above it)
+    /// make the tick suspicious.
+    pub sources_factor: f64,
     /// Suspicious ticks in a row before acting.
     pub confirm_ticks: u32,
     /// Calm ticks in a row before relaxing.
@@ -69,6 +72,7 @@ impl Default for ControllerConfig {
             detector: DetectorConfig::default(),
             suspect_score: 0.27,
             elevated_factor: 1.5,
+            sources_factor: 2.0,
             confirm_ticks: 3,
             quiet_ticks: 30,
             tighten_factor: 0.5,
@@ -107,6 +111,10 @@ pub enum Signal {
     GlobalRate,
     /// One key's rate against its peers and its past.
     KeyRate,
+    /// The number of distinct sources against its normal level (the distributed-flood fingerprint).
+    SourceSpread,
+    /// The rate summed over a minute against its baseline (slow ramps).
+    MinuteRate,
     /// Traffic calm again.
     Calm,
     /// A penalty's time to live ran out.
@@ -177,7 +185,11 @@ pub struct Controller {
     config: ControllerConfig,
     state: State,
     detector: RateDetector,
+    minute_detector: RateDetector,
+    minute_sum: f64,
+    minute_score: f64,
     traffic: Ewma,
+    sources: Ewma,
     latency: Ewma,
     errors: Ewma,
     key_history: HashMap<(Dimension, String), Ewma>,
@@ -210,9 +222,20 @@ impl Controller {
     pub fn new(config: ControllerConfig) -> Self {
         Controller {
             detector: RateDetector::new(config.detector),
+            minute_detector: RateDetector::new(DetectorConfig {
+                // A minute a tick: fewer, slower observations.
+                warmup_ticks: 10,
+                baseline_half_life: 30.0,
+                hold_ticks: 10,
+                seasonal_buckets: 0,
+                ..config.detector
+            }),
+            minute_sum: 0.0,
+            minute_score: 0.0,
             config,
             state: State::Normal,
             traffic: Ewma::with_half_life(300.0),
+            sources: Ewma::with_half_life(300.0),
             latency: Ewma::with_half_life(300.0),
             errors: Ewma::with_half_life(300.0),
             key_history: HashMap::new(),
@@ -259,14 +282,47 @@ impl Controller {
         let elevated = self.traffic.seen() > 10
             && requests > self.config.elevated_factor * self.traffic.mean()
             && requests > self.traffic.mean() + 4.0 * self.traffic.std_dev();
-        let suspicious = score >= self.config.suspect_score || elevated;
-        let reason = Reason {
-            signal: Signal::GlobalRate,
-            score,
-            observed: requests,
-            baseline: self.traffic.mean(),
-            key: None,
-            ttl: None,
+        // The rolled-up minute: a ramp too slow for the per-tick detector is a jump per minute.
+        self.minute_sum += requests;
+        let ticks_per_minute = (60.0 / self.config.tick.as_secs_f64()).round().max(1.0) as u64;
+        if self.tick % ticks_per_minute == 0 {
+            self.minute_score = self.minute_detector.update(self.minute_sum);
+            self.minute_sum = 0.0;
+        }
+        // The distributed-flood fingerprint: many more sources than usual.
+        let distinct = stats.dimension(Dimension::Client).distinct;
+        let spread = self.sources.seen() > 10
+            && distinct > self.config.sources_factor * self.sources.mean()
+            && distinct > self.sources.mean() + 4.0 * self.sources.std_dev();
+        let ramping = self.minute_score >= self.config.suspect_score;
+        let suspicious = score >= self.config.suspect_score || elevated || spread || ramping;
+        let reason = if score >= self.config.suspect_score || elevated {
+            Reason {
+                signal: Signal::GlobalRate,
+                score,
+                observed: requests,
+                baseline: self.traffic.mean(),
+                key: None,
+                ttl: None,
+            }
+        } else if spread {
+            Reason {
+                signal: Signal::SourceSpread,
+                score,
+                observed: distinct,
+                baseline: self.sources.mean(),
+                key: None,
+                ttl: None,
+            }
+        } else {
+            Reason {
+                signal: Signal::MinuteRate,
+                score: self.minute_score,
+                observed: requests,
+                baseline: self.traffic.mean(),
+                key: None,
+                ttl: None,
+            }
         };
 
         if suspicious {
@@ -327,6 +383,8 @@ impl Controller {
 
     fn learn(&mut self, stats: &TickStats) {
         self.traffic.update(stats.requests as f64);
+        self.sources
+            .update(stats.dimension(Dimension::Client).distinct);
         if stats.responses > 0 {
             self.latency.update(stats.latency_p99.as_secs_f64());
             self.errors.update(stats.error_ratio());
@@ -453,13 +511,34 @@ mod tests {
     use super::*;
 
     fn tick(requests: u64, p99_ms: u64, errors: u64) -> TickStats {
-        TickStats {
+        sourced(requests, p99_ms, errors, 500.0 + (requests % 7) as f64)
+    }
+
+    fn sourced(requests: u64, p99_ms: u64, errors: u64, sources: f64) -> TickStats {
+        let mut stats = TickStats {
             requests,
             responses: requests,
             server_errors: errors,
             latency_p99: Duration::from_millis(p99_ms),
             ..TickStats::default()
+        };
+        stats.dimensions[0].distinct = sources;
+        stats
+    }
+
+    #[test]
+    fn many_new_sources_at_a_steady_rate_are_the_distributed_flood_fingerprint() {
+        let mut controller = warmed_up(ControllerConfig::default());
+        let mut signals = Vec::new();
+        for _ in 0..10 {
+            for decided in controller.on_tick(&sourced(1_030, 50, 300, 20_000.0)) {
+                if let Action::ScaleGlobal { reason, .. } = decided.action {
+                    signals.push(reason.signal);
+                }
+            }
         }
+        assert_eq!(controller.state(), State::Mitigating);
+        assert_eq!(signals.first(), Some(&Signal::SourceSpread));
     }
 
     fn warmed_up(config: ControllerConfig) -> Controller {
