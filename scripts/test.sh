@@ -14,5 +14,6 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo check: optional features"
 cargo check -p ratelimit-redis --features tls
+cargo check -p ratelimit-anomaly  # without its optional tower and forest features
 echo "== cargo test"
 cargo test --workspace --no-fail-fast

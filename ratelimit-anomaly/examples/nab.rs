@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use ratelimit_anomaly::forest::{ForestConfig, RandomCutForest};
 use ratelimit_anomaly::nab::{Corpus, WindowedGaussian, score};
 use ratelimit_anomaly::{DetectorConfig, RateDetector};
 
@@ -19,6 +20,12 @@ struct Args {
     /// Score NAB's windowed-Gaussian reference detector instead (published: 35.0 / 22.7 / 41.0).
     #[arg(long)]
     windowed_gaussian: bool,
+    /// Score the random cut forest (50 trees, shingles of `--shingle` values) instead.
+    #[arg(long)]
+    forest: bool,
+    /// Values per shingle for `--forest`.
+    #[arg(long, default_value_t = 8)]
+    shingle: usize,
     /// Override a detector setting, e.g. `--set hold_ticks=100` (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     settings: Vec<String>,
@@ -69,7 +76,18 @@ fn main() -> ExitCode {
         .series
         .iter()
         .map(|series| {
-            if args.windowed_gaussian {
+            if args.forest {
+                let mut forest = RandomCutForest::new(ForestConfig::default());
+                let shingle = args.shingle.max(1);
+                (0..series.values.len())
+                    .map(|i| {
+                        if i + 1 < shingle {
+                            return 0.0;
+                        }
+                        forest.update(&series.values[i + 1 - shingle..=i])
+                    })
+                    .collect()
+            } else if args.windowed_gaussian {
                 let mut detector = WindowedGaussian::new();
                 series.values.iter().map(|&v| detector.update(v)).collect()
             } else {

@@ -63,6 +63,14 @@ pub struct ControllerConfig {
     pub allow_list: Vec<String>,
     /// Report actions without applying them.
     pub shadow: bool,
+    /// Score each tick's feature vector (rate, limited and error ratios, latency, sources, top
+    /// share, entropy) with a random cut forest; a score at or above `forest_threshold` is
+    /// suspicious. `None`: off.
+    #[cfg(feature = "forest")]
+    pub forest: Option<crate::forest::ForestConfig>,
+    /// The forest score that makes a tick suspicious.
+    #[cfg(feature = "forest")]
+    pub forest_threshold: f64,
 }
 
 impl Default for ControllerConfig {
@@ -87,6 +95,10 @@ impl Default for ControllerConfig {
             penalty_ttl: Duration::from_secs(300),
             allow_list: Vec::new(),
             shadow: false,
+            #[cfg(feature = "forest")]
+            forest: None,
+            #[cfg(feature = "forest")]
+            forest_threshold: 0.75,
         }
     }
 }
@@ -115,6 +127,8 @@ pub enum Signal {
     SourceSpread,
     /// The rate summed over a minute against its baseline (slow ramps).
     MinuteRate,
+    /// The tick's whole feature vector against recent ones (the random cut forest).
+    Multivariate,
     /// Traffic calm again.
     Calm,
     /// A penalty's time to live ran out.
@@ -200,6 +214,8 @@ pub struct Controller {
     tick: u64,
     last_tightened: u64,
     last_score: f64,
+    #[cfg(feature = "forest")]
+    forest: Option<crate::forest::RandomCutForest>,
 }
 
 /// What a typical heavy key sends: the median of the heavy hitters (at least 1). Against the
@@ -232,7 +248,7 @@ impl Controller {
             }),
             minute_sum: 0.0,
             minute_score: 0.0,
-            config,
+            config: config.clone(),
             state: State::Normal,
             traffic: Ewma::with_half_life(300.0),
             sources: Ewma::with_half_life(300.0),
@@ -246,6 +262,8 @@ impl Controller {
             tick: 0,
             last_tightened: 0,
             last_score: 0.0,
+            #[cfg(feature = "forest")]
+            forest: config.forest.map(crate::forest::RandomCutForest::new),
         }
     }
 
@@ -295,7 +313,9 @@ impl Controller {
             && distinct > self.config.sources_factor * self.sources.mean()
             && distinct > self.sources.mean() + 4.0 * self.sources.std_dev();
         let ramping = self.minute_score >= self.config.suspect_score;
-        let suspicious = score >= self.config.suspect_score || elevated || spread || ramping;
+        let (unusual, forest_score) = self.multivariate(stats);
+        let suspicious =
+            score >= self.config.suspect_score || elevated || spread || ramping || unusual;
         let reason = if score >= self.config.suspect_score || elevated {
             Reason {
                 signal: Signal::GlobalRate,
@@ -311,6 +331,15 @@ impl Controller {
                 score,
                 observed: distinct,
                 baseline: self.sources.mean(),
+                key: None,
+                ttl: None,
+            }
+        } else if unusual {
+            Reason {
+                signal: Signal::Multivariate,
+                score: forest_score,
+                observed: requests,
+                baseline: self.traffic.mean(),
                 key: None,
                 ttl: None,
             }
@@ -369,6 +398,37 @@ impl Controller {
             .into_iter()
             .map(|action| Decided { action, apply })
             .collect()
+    }
+
+    /// The forest's verdict on the tick's feature vector: (suspicious, score). It learns only from
+    /// normal ticks.
+    #[cfg(feature = "forest")]
+    fn multivariate(&mut self, stats: &TickStats) -> (bool, f64) {
+        let Some(forest) = self.forest.as_mut() else {
+            return (false, 0.0);
+        };
+        let requests = stats.requests.max(1) as f64;
+        let clients = stats.dimension(Dimension::Client);
+        let features = [
+            (1.0 + stats.requests as f64).ln(),
+            stats.limited as f64 / requests,
+            stats.error_ratio(),
+            (1.0 + stats.latency_p99.as_micros() as f64).ln(),
+            (1.0 + clients.distinct).ln(),
+            clients.top_share,
+            clients.entropy,
+        ];
+        let score = if self.state == State::Normal {
+            forest.update(&features)
+        } else {
+            forest.score(&features)
+        };
+        (score >= self.config.forest_threshold, score)
+    }
+
+    #[cfg(not(feature = "forest"))]
+    fn multivariate(&mut self, _stats: &TickStats) -> (bool, f64) {
+        (false, 0.0)
     }
 
     fn healthy(&self, stats: &TickStats) -> bool {

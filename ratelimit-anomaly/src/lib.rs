@@ -49,6 +49,8 @@ mod actuator;
 mod baseline;
 mod controller;
 mod detector;
+#[cfg(feature = "forest")]
+pub mod forest;
 mod monitor;
 pub mod nab;
 pub mod scenario;

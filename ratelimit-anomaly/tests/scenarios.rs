@@ -109,3 +109,21 @@ fn the_allow_list_is_never_penalised() {
     let o = run(&s, config);
     assert_eq!(o.recall, 0.0, "an allowed key was penalised");
 }
+
+#[test]
+fn with_the_forest_the_outcomes_hold() {
+    let config = ControllerConfig {
+        forest: Some(ratelimit_anomaly::forest::ForestConfig::default()),
+        ..ControllerConfig::default()
+    };
+    let flood = run(&scenario("distributed flood"), config.clone());
+    assert!(
+        flood.time_to_mitigate.unwrap() <= 10,
+        "{:?}",
+        flood.time_to_mitigate
+    );
+    let crowd = run(&scenario("flash crowd"), config.clone());
+    assert!(!crowd.mitigated);
+    let single = run(&scenario("single source flood"), config);
+    assert_eq!((single.precision, single.recall), (1.0, 1.0));
+}
