@@ -58,6 +58,8 @@ impl<C: Clock> Actuator for KeyedLimiterActuator<C> {
             Action::ScaleGlobal { factor, .. } => {
                 self.limiter.set_default_policy(scaled(self.base, *factor))
             }
+            // A keyed limiter has no routes; route limits live in a layer's rules.
+            Action::ScaleRoute { .. } => {}
         }
     }
 }

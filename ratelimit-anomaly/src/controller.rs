@@ -129,6 +129,8 @@ pub enum Signal {
     MinuteRate,
     /// The tick's whole feature vector against recent ones (the random cut forest).
     Multivariate,
+    /// One route's rate against its normal level, when that route carries the surge.
+    RouteRate,
     /// Traffic calm again.
     Calm,
     /// A penalty's time to live ran out.
@@ -175,6 +177,15 @@ pub enum Action {
         /// Why.
         reason: Reason,
     },
+    /// Set one route's limit to `factor` times its configured value.
+    ScaleRoute {
+        /// The route.
+        route: String,
+        /// The new multiple (between the floor and 1).
+        factor: f64,
+        /// Why.
+        reason: Reason,
+    },
     /// Set the global limit to `factor` times its configured value.
     ScaleGlobal {
         /// The new multiple (between the floor and 1).
@@ -207,6 +218,8 @@ pub struct Controller {
     latency: Ewma,
     errors: Ewma,
     key_history: HashMap<(Dimension, String), Ewma>,
+    route_history: HashMap<String, Ewma>,
+    route_factors: HashMap<String, f64>,
     penalties: HashMap<(Dimension, String), u64>,
     factor: f64,
     suspicious_for: u32,
@@ -255,6 +268,8 @@ impl Controller {
             latency: Ewma::with_half_life(300.0),
             errors: Ewma::with_half_life(300.0),
             key_history: HashMap::new(),
+            route_history: HashMap::new(),
+            route_factors: HashMap::new(),
             penalties: HashMap::new(),
             factor: 1.0,
             suspicious_for: 0,
@@ -374,14 +389,14 @@ impl Controller {
                     self.state = State::Normal;
                 } else if self.suspicious_for >= self.config.confirm_ticks && !healthy {
                     self.state = State::Mitigating;
-                    self.tighten(reason, &mut actions);
+                    self.tighten(stats, reason, &mut actions);
                 }
             }
             State::Mitigating | State::Recovering => {
                 if suspicious && !healthy {
                     self.state = State::Mitigating;
                     if self.tick - self.last_tightened >= u64::from(self.config.confirm_ticks) {
-                        self.tighten(reason, &mut actions);
+                        self.tighten(stats, reason, &mut actions);
                     }
                 } else if self.state == State::Mitigating {
                     if self.calm_for >= self.config.quiet_ticks {
@@ -443,6 +458,17 @@ impl Controller {
 
     fn learn(&mut self, stats: &TickStats) {
         self.traffic.update(stats.requests as f64);
+        for hitter in &stats.dimension(Dimension::Route).heavy {
+            if self.route_history.len() >= KEY_HISTORY
+                && !self.route_history.contains_key(&hitter.key)
+            {
+                self.route_history.clear();
+            }
+            self.route_history
+                .entry(hitter.key.clone())
+                .or_insert_with(|| Ewma::with_half_life(300.0))
+                .update(f64::from(hitter.count));
+        }
         self.sources
             .update(stats.dimension(Dimension::Client).distinct);
         if stats.responses > 0 {
@@ -451,31 +477,88 @@ impl Controller {
         }
     }
 
-    fn tighten(&mut self, reason: Reason, actions: &mut Vec<Action>) {
-        let factor = (self.factor * self.config.tighten_factor).max(self.config.floor);
+    /// Tightens where the surge is: one route, when a single route carries most of it (its rise
+    /// over its normal level is at least 80% of the total rise); otherwise the global limit.
+    fn tighten(&mut self, stats: &TickStats, reason: Reason, actions: &mut Vec<Action>) {
         self.last_tightened = self.tick;
+        if let Some((route, rate, normal)) = self.surging_route(stats) {
+            let before = self.route_factors.get(&route).copied().unwrap_or(1.0);
+            let factor = (before * self.config.tighten_factor).max(self.config.floor);
+            if factor < before {
+                self.route_factors.insert(route.clone(), factor);
+                actions.push(Action::ScaleRoute {
+                    reason: Reason {
+                        signal: Signal::RouteRate,
+                        observed: rate,
+                        baseline: normal,
+                        key: Some(route.clone()),
+                        ..reason
+                    },
+                    route,
+                    factor,
+                });
+            }
+            return;
+        }
+        let factor = (self.factor * self.config.tighten_factor).max(self.config.floor);
         if factor < self.factor {
             self.factor = factor;
             actions.push(Action::ScaleGlobal { factor, reason });
         }
     }
 
-    fn relax(&mut self, reason: Reason, actions: &mut Vec<Action>) {
-        let mut factor = (self.factor + self.config.relax_step).min(1.0);
-        if factor > 1.0 - 1e-9 {
-            factor = 1.0; // steps of 0.1 add up to 0.9999999999999999
+    fn surging_route(&self, stats: &TickStats) -> Option<(String, f64, f64)> {
+        let rise = stats.requests as f64 - self.traffic.mean();
+        if rise <= 0.0 {
+            return None;
         }
-        self.factor = factor;
-        if factor >= 1.0 {
+        stats
+            .dimension(Dimension::Route)
+            .heavy
+            .iter()
+            .filter_map(|hitter| {
+                let normal = self.route_history.get(&hitter.key)?.mean();
+                let rate = f64::from(hitter.count);
+                (rate - normal >= 0.8 * rise).then(|| (hitter.key.clone(), rate, normal))
+            })
+            .next()
+    }
+
+    fn relax(&mut self, reason: Reason, actions: &mut Vec<Action>) {
+        let step = |factor: f64, by: f64| {
+            let relaxed = (factor + by).min(1.0);
+            // Steps of 0.1 add up to 0.9999999999999999.
+            if relaxed > 1.0 - 1e-9 { 1.0 } else { relaxed }
+        };
+        let calm = Reason {
+            signal: Signal::Calm,
+            ..reason
+        };
+        if self.factor < 1.0 {
+            self.factor = step(self.factor, self.config.relax_step);
+            actions.push(Action::ScaleGlobal {
+                factor: self.factor,
+                reason: calm.clone(),
+            });
+        }
+        let mut routes: Vec<String> = self.route_factors.keys().cloned().collect();
+        routes.sort();
+        for route in routes {
+            let factor = step(self.route_factors[&route], self.config.relax_step);
+            if factor >= 1.0 {
+                self.route_factors.remove(&route);
+            } else {
+                self.route_factors.insert(route.clone(), factor);
+            }
+            actions.push(Action::ScaleRoute {
+                route,
+                factor,
+                reason: calm.clone(),
+            });
+        }
+        if self.factor >= 1.0 && self.route_factors.is_empty() {
             self.state = State::Normal;
         }
-        actions.push(Action::ScaleGlobal {
-            factor,
-            reason: Reason {
-                signal: Signal::Calm,
-                ..reason
-            },
-        });
     }
 
     fn expire_penalties(&mut self, actions: &mut Vec<Action>) {
@@ -584,6 +667,66 @@ mod tests {
         };
         stats.dimensions[0].distinct = sources;
         stats
+    }
+
+    #[test]
+    fn a_surge_on_one_route_tightens_that_route_not_the_global_limit() {
+        use crate::sketch::HeavyHitter;
+        let routed = |login: u32, p99: u64, errors: u64| {
+            let mut stats = tick(u64::from(900 + login), p99, errors);
+            stats.dimensions[2].heavy = vec![
+                HeavyHitter {
+                    key: "/login".into(),
+                    hash: 1,
+                    count: login,
+                },
+                HeavyHitter {
+                    key: "/orders".into(),
+                    hash: 2,
+                    count: 900,
+                },
+            ];
+            stats
+        };
+        let mut controller = Controller::new(ControllerConfig::default());
+        for i in 0..300 {
+            controller.on_tick(&routed(100 + (i % 7) as u32, 5, 0));
+        }
+        let mut actions = Vec::new();
+        for _ in 0..10 {
+            actions.extend(
+                controller
+                    .on_tick(&routed(5_000, 200, 500))
+                    .into_iter()
+                    .map(|d| d.action),
+            );
+        }
+        assert!(
+            actions
+                .iter()
+                .all(|a| !matches!(a, Action::ScaleGlobal { .. })),
+            "{actions:?}"
+        );
+        let route_factors: Vec<f64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ScaleRoute {
+                    route,
+                    factor,
+                    reason,
+                } if route == "/login" => {
+                    assert_eq!(reason.signal, Signal::RouteRate);
+                    Some(*factor)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(route_factors.first(), Some(&0.5), "{actions:?}");
+        // Calm again: the route relaxes back to 1 and the controller to normal.
+        for i in 0..100 {
+            controller.on_tick(&routed(100 + (i % 7) as u32, 5, 0));
+        }
+        assert_eq!(controller.state(), State::Normal);
     }
 
     #[test]

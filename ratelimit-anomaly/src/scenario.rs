@@ -370,6 +370,8 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
                 Action::LiftKey { key, .. } => {
                     penalised.insert(key.clone(), false);
                 }
+                // The simulation has one route: its traffic is the global traffic.
+                Action::ScaleRoute { .. } => {}
                 Action::ScaleGlobal { factor: new, .. } => {
                     if *new < factor && first_tighten.is_none() && tick >= scenario.attack_start {
                         first_tighten = Some(tick - scenario.attack_start);

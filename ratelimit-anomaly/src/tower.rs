@@ -105,6 +105,8 @@ pub struct TowerActuator {
     handle: RateLimitHandle,
     rule: String,
     base: Policy,
+    // route -> (rule, its policy when mapped)
+    routes: Vec<(String, String, Policy)>,
 }
 
 impl TowerActuator {
@@ -114,7 +116,17 @@ impl TowerActuator {
             base: handle.policy(rule)?,
             rule: rule.to_string(),
             handle,
+            routes: Vec::new(),
         })
+    }
+
+    /// The same actuator scaling `rule` when the controller tightens `route` (the route as the
+    /// observer records it, the request path). Routes without a rule are not acted on.
+    pub fn with_route_rule(mut self, route: &str, rule: &str) -> Result<Self, ControlError> {
+        let base = self.handle.policy(rule)?;
+        self.routes
+            .push((route.to_string(), rule.to_string(), base));
+        Ok(self)
     }
 }
 
@@ -123,6 +135,13 @@ impl Actuator for TowerActuator {
         match action {
             Action::PenalizeKey { key, ttl, .. } => self.handle.block(key, *ttl),
             Action::LiftKey { key, .. } => self.handle.unblock(key),
+            Action::ScaleRoute { route, factor, .. } => {
+                for (_, rule, base) in self.routes.iter().filter(|(r, _, _)| r == route) {
+                    if let Err(error) = self.handle.set_policy(rule, scaled(*base, *factor)) {
+                        tracing::error!(%error, %rule, "could not scale the route's rule");
+                    }
+                }
+            }
             Action::ScaleGlobal { factor, .. } => {
                 if let Err(error) = self
                     .handle
