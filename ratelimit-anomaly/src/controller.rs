@@ -35,6 +35,9 @@ pub struct ControllerConfig {
     /// Distinct sources above this multiple of their normal number (and four spreads above it)
     /// make the tick suspicious.
     pub sources_factor: f64,
+    /// The CUSUM's threshold, in spreads accumulated beyond one spread a tick: a sustained rise of
+    /// two spreads is caught in about `cusum_threshold` ticks.
+    pub cusum_threshold: f64,
     /// Suspicious ticks in a row before acting.
     pub confirm_ticks: u32,
     /// Calm ticks in a row before relaxing.
@@ -81,6 +84,7 @@ impl Default for ControllerConfig {
             suspect_score: 0.27,
             elevated_factor: 1.5,
             sources_factor: 2.0,
+            cusum_threshold: 8.0,
             confirm_ticks: 3,
             quiet_ticks: 30,
             tighten_factor: 0.5,
@@ -131,6 +135,8 @@ pub enum Signal {
     Multivariate,
     /// One route's rate against its normal level, when that route carries the surge.
     RouteRate,
+    /// A sustained rise of the global rate (a one-sided CUSUM over its baseline).
+    SustainedShift,
     /// Traffic calm again.
     Calm,
     /// A penalty's time to live ran out.
@@ -213,6 +219,7 @@ pub struct Controller {
     minute_detector: RateDetector,
     minute_sum: f64,
     minute_score: f64,
+    cusum: f64,
     traffic: Ewma,
     sources: Ewma,
     latency: Ewma,
@@ -261,6 +268,7 @@ impl Controller {
             }),
             minute_sum: 0.0,
             minute_score: 0.0,
+            cusum: 0.0,
             config: config.clone(),
             state: State::Normal,
             traffic: Ewma::with_half_life(300.0),
@@ -327,7 +335,23 @@ impl Controller {
         let spread = self.sources.seen() > 10
             && distinct > self.config.sources_factor * self.sources.mean()
             && distinct > self.sources.mean() + 4.0 * self.sources.std_dev();
-        let ramping = self.minute_score >= self.config.suspect_score;
+        // Page's CUSUM of the standardised rate: small rises that persist add up.
+        if self.traffic.seen() > 10 {
+            let spread = self
+                .traffic
+                .std_dev()
+                .max(self.traffic.mean().abs() * 1e-3)
+                .max(1e-9);
+            let z = (requests - self.traffic.mean()) / spread;
+            // An allowance of one spread a tick, and a ceiling at the threshold so that it forgets
+            // within a few ticks once the rise ends.
+            self.cusum = (self.cusum + z - 1.0).clamp(0.0, self.config.cusum_threshold);
+        }
+        // It starts mitigation; it does not hold it (the baseline is frozen while mitigating, and
+        // the daily cycle would keep the sum up).
+        let shifted = self.cusum >= self.config.cusum_threshold
+            && matches!(self.state, State::Normal | State::Suspect);
+        let ramping = self.minute_score >= self.config.suspect_score || shifted;
         let (unusual, forest_score) = self.multivariate(stats);
         let suspicious =
             score >= self.config.suspect_score || elevated || spread || ramping || unusual;
@@ -353,6 +377,15 @@ impl Controller {
             Reason {
                 signal: Signal::Multivariate,
                 score: forest_score,
+                observed: requests,
+                baseline: self.traffic.mean(),
+                key: None,
+                ttl: None,
+            }
+        } else if shifted {
+            Reason {
+                signal: Signal::SustainedShift,
+                score: self.cusum,
                 observed: requests,
                 baseline: self.traffic.mean(),
                 key: None,
@@ -727,6 +760,19 @@ mod tests {
             controller.on_tick(&routed(100 + (i % 7) as u32, 5, 0));
         }
         assert_eq!(controller.state(), State::Normal);
+    }
+
+    #[test]
+    fn a_small_sustained_rise_is_caught_by_the_cusum() {
+        let mut controller = warmed_up(ControllerConfig::default());
+        // Two spreads up (the warm-up varied by about 20): too small for the detector, not for
+        // the CUSUM.
+        let mut state = State::Normal;
+        for _ in 0..30 {
+            controller.on_tick(&tick(1_075, 5, 0));
+            state = controller.state();
+        }
+        assert_eq!(state, State::Suspect);
     }
 
     #[test]

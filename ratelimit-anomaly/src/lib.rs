@@ -21,14 +21,16 @@
 //!   flight and a latency histogram. Memory is fixed when it is made (about 1.5 MiB by default),
 //!   however many keys there are.
 //! - **Side path** (once a tick, [`Monitor::tick`] then [`Controller::on_tick`]): the global rate
-//!   against a learned baseline with a daily seasonal component ([`RateDetector`]); each heavy
-//!   key against its peers and its own past; the source distribution (distinct sources, top share,
-//!   entropy); and a health gate (p99 latency, error ratio against their normal levels), so a
-//!   flash crowd on a healthy backend is watched, not throttled.
+//!   against a learned baseline with a daily seasonal component ([`RateDetector`]), a CUSUM for
+//!   sustained shifts and a detector on the rate rolled up per minute; each heavy key against its
+//!   peers and its own past; each heavy route against its past; the source distribution (distinct
+//!   sources, top share, entropy); a health gate (p99 latency, error ratio against their normal
+//!   levels), so a flash crowd on a healthy backend is watched, not throttled; and, with the
+//!   `forest` feature, a random cut forest on the whole feature vector ([`forest`]).
 //! - **Decisions** ([`Controller`]): normal, suspect, mitigating, recovering, with hysteresis;
-//!   actions with their reasons: penalise a key for a time to live, tighten the global limit
-//!   multiplicatively down to a floor, relax it additively after a quiet period; shadow mode and
-//!   an allow list.
+//!   actions with their reasons: penalise a key for a time to live, tighten the route carrying a
+//!   surge or else the global limit multiplicatively down to a floor, relax additively after a
+//!   quiet period; shadow mode and an allow list.
 //! - **Wiring** (feature `tower`): [`tower::TowerObserver`] feeds the monitor from a
 //!   ratelimit-tower layer, [`tower::TowerActuator`] applies actions through its handle, and
 //!   [`tower::spawn`] runs the tick; [`KeyedLimiterActuator`] applies them to a core
