@@ -26,14 +26,14 @@
 //!   peers and its own past; each heavy route against its past; the source distribution (distinct
 //!   sources, top share, entropy); a health gate (p99 latency, error ratio against their normal
 //!   levels), so a flash crowd on a healthy backend is watched, not throttled; and, with the
-//!   `forest` feature, a random cut forest on the whole feature vector ([`forest`]).
+//!   `forest` feature, a random cut forest on the whole feature vector (`forest` module).
 //! - **Decisions** ([`Controller`]): normal, suspect, mitigating, recovering, with hysteresis;
 //!   actions with their reasons: penalise a key for a time to live, tighten the route carrying a
 //!   surge or else the global limit multiplicatively down to a floor, relax additively after a
 //!   quiet period; shadow mode and an allow list.
-//! - **Wiring** (feature `tower`): [`tower::TowerObserver`] feeds the monitor from a
-//!   ratelimit-tower layer, [`tower::TowerActuator`] applies actions through its handle, and
-//!   [`tower::spawn`] runs the tick; [`KeyedLimiterActuator`] applies them to a core
+//! - **Wiring** (feature `tower`): `tower::TowerObserver` feeds the monitor from a
+//!   ratelimit-tower layer, `tower::TowerActuator` applies actions through its handle, and
+//!   `tower::spawn` runs the tick; [`KeyedLimiterActuator`] applies them to a core
 //!   `KeyedLimiter`.
 //!
 //! # Measured
