@@ -16,3 +16,4 @@
 //! ```
 
 pub mod descriptors;
+pub mod rls;

@@ -1,0 +1,271 @@
+//! The rate limit service over gRPC on loopback, called with the request shapes Envoy sends.
+#![allow(clippy::unwrap_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
+use envoy_types::pb::google::protobuf::UInt64Value;
+use ratelimit_core::{Limiter, MemoryStore};
+use ratelimit_examples::descriptors::Config;
+use ratelimit_examples::rls::RateLimitServer;
+use tonic::transport::Channel;
+
+const CONFIG: &str = r#"
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: second, requests_per_unit: 10 }
+  - key: route
+    value: /cheap
+    rate_limit: { unit: hour, requests_per_unit: 100 }
+  - key: route
+    value: /scarce
+    rate_limit: { unit: hour, requests_per_unit: 1 }
+  - key: path
+    value: /login
+    rate_limit: { unit: minute, requests_per_unit: 1 }
+    shadow_mode: true
+  - key: healthcheck
+    rate_limit: { unlimited: true }
+"#;
+
+async fn serve(
+    config: &str,
+) -> (
+    RateLimitServiceClient<Channel>,
+    Arc<parking_lot::RwLock<Arc<Config>>>,
+) {
+    let server = RateLimitServer::new(
+        Config::parse("edge.yaml", config).unwrap(),
+        Arc::new(Limiter::new(MemoryStore::new())),
+    );
+    let handle = server.config_handle();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let service = server.into_service();
+    let listen = address.parse().unwrap();
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve(listen)
+            .await
+            .unwrap();
+    });
+    for _ in 0..100 {
+        if let Ok(client) = RateLimitServiceClient::connect(format!("http://{address}")).await {
+            return (client, handle);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the service did not start");
+}
+
+fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
+    RateLimitDescriptor {
+        entries: entries
+            .iter()
+            .map(|(k, v)| Entry {
+                key: k.to_string(),
+                value: v.to_string(),
+            })
+            .collect(),
+        ..RateLimitDescriptor::default()
+    }
+}
+
+async fn ask(
+    client: &mut RateLimitServiceClient<Channel>,
+    descriptors: Vec<RateLimitDescriptor>,
+    hits_addend: u32,
+) -> RateLimitResponse {
+    client
+        .should_rate_limit(RateLimitRequest {
+            domain: "edge".into(),
+            descriptors,
+            hits_addend,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_as_envoy_expects() {
+    let (mut client, _) = serve(CONFIG).await;
+    let first = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.0.0.1")])],
+        0,
+    )
+    .await;
+    assert_eq!(first.overall_code, Code::Ok as i32);
+    let status = &first.statuses[0];
+    assert_eq!(status.code, Code::Ok as i32);
+    let limit = status.current_limit.as_ref().unwrap();
+    assert_eq!(
+        (limit.requests_per_unit, limit.unit),
+        (10, Unit::Second as i32)
+    );
+    assert_eq!(status.limit_remaining, 9);
+    let reset = status.duration_until_reset.unwrap();
+    assert!(reset.seconds == 0 && reset.nanos > 0, "{reset:?}");
+    // Nine more pass, the eleventh is over the limit; another address has its own bucket.
+    for _ in 0..9 {
+        let r = ask(
+            &mut client,
+            vec![descriptor(&[("remote_address", "10.0.0.1")])],
+            0,
+        )
+        .await;
+        assert_eq!(r.overall_code, Code::Ok as i32);
+    }
+    let over = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.0.0.1")])],
+        0,
+    )
+    .await;
+    assert_eq!(over.overall_code, Code::OverLimit as i32);
+    assert_eq!(over.statuses[0].code, Code::OverLimit as i32);
+    assert_eq!(over.statuses[0].limit_remaining, 0);
+    let other = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.0.0.2")])],
+        0,
+    )
+    .await;
+    assert_eq!(other.overall_code, Code::Ok as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_of_a_request_are_all_or_nothing() {
+    let (mut client, _) = serve(CONFIG).await;
+    let both = || {
+        vec![
+            descriptor(&[("route", "/cheap")]),
+            descriptor(&[("route", "/scarce")]),
+        ]
+    };
+    assert_eq!(
+        ask(&mut client, both(), 0).await.overall_code,
+        Code::Ok as i32
+    );
+    let second = ask(&mut client, both(), 0).await;
+    assert_eq!(second.overall_code, Code::OverLimit as i32);
+    assert_eq!(
+        second.statuses[0].code,
+        Code::Ok as i32,
+        "/cheap alone would pass"
+    );
+    assert_eq!(second.statuses[1].code, Code::OverLimit as i32);
+    // The refused request took nothing from /cheap: 100 - 1 (first) - 1 (this one) left.
+    let cheap = ask(&mut client, vec![descriptor(&[("route", "/cheap")])], 0).await;
+    assert_eq!(cheap.statuses[0].limit_remaining, 98);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hits_addend_is_the_cost() {
+    let (mut client, _) = serve(CONFIG).await;
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.1.0.1")])],
+        4,
+    )
+    .await;
+    assert_eq!(r.statuses[0].limit_remaining, 6);
+    // A per-descriptor hits_addend wins over the request's.
+    let mut d = descriptor(&[("remote_address", "10.1.0.1")]);
+    d.hits_addend = Some(UInt64Value { value: 5 });
+    let r = ask(&mut client, vec![d], 4).await;
+    assert_eq!(r.statuses[0].limit_remaining, 1);
+    // More than the limit can ever hold: over limit, and nothing taken.
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.1.0.1")])],
+        11,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.1.0.1")])],
+        1,
+    )
+    .await;
+    assert_eq!(
+        (r.overall_code, r.statuses[0].limit_remaining),
+        (Code::Ok as i32, 0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_unlimited_and_unknown_descriptors_never_limit() {
+    let (mut client, _) = serve(CONFIG).await;
+    for call in 0..3 {
+        let r = ask(
+            &mut client,
+            vec![
+                descriptor(&[("path", "/login")]),
+                descriptor(&[("healthcheck", "lb")]),
+                descriptor(&[("user", "alice")]),
+            ],
+            0,
+        )
+        .await;
+        assert_eq!(r.overall_code, Code::Ok as i32, "call {call}");
+        // The shadow descriptor reports what it would do.
+        let expected = if call == 0 { Code::Ok } else { Code::OverLimit };
+        assert_eq!(r.statuses[0].code, expected as i32, "call {call}");
+        assert_eq!(r.statuses[1].code, Code::Ok as i32);
+        assert_eq!(r.statuses[2].code, Code::Ok as i32);
+        assert!(r.statuses[2].current_limit.is_none());
+    }
+    let unknown = client
+        .should_rate_limit(RateLimitRequest {
+            domain: "nobody".into(),
+            descriptors: vec![descriptor(&[("remote_address", "10.0.0.1")])],
+            hits_addend: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unknown.overall_code, Code::Ok as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_configuration_applies_to_the_next_request() {
+    let (mut client, handle) = serve(CONFIG).await;
+    let tighter = CONFIG.replace("requests_per_unit: 10 }", "requests_per_unit: 1 }");
+    *handle.write() = Arc::new(Config::parse("edge.yaml", &tighter).unwrap());
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.2.0.1")])],
+        0,
+    )
+    .await;
+    assert_eq!(
+        r.statuses[0]
+            .current_limit
+            .as_ref()
+            .unwrap()
+            .requests_per_unit,
+        1
+    );
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.2.0.1")])],
+        0,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+}
