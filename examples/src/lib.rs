@@ -16,4 +16,5 @@
 //! ```
 
 pub mod descriptors;
+pub mod reload;
 pub mod rls;

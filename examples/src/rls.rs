@@ -9,7 +9,9 @@
 //! `OVER_LIMIT`. `hits_addend` (per request, or per descriptor) is each limit's cost, zero
 //! meaning one.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -32,6 +34,54 @@ use crate::descriptors::{Config, Entry, Matched, Unit};
 pub struct RateLimitServer {
     config: Arc<RwLock<Arc<Config>>>,
     limiter: Arc<Limiter>,
+    metrics: Arc<Metrics>,
+}
+
+/// What the service has answered, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    // Relaxed: independent counters, read for display only.
+    ok: AtomicU64,
+    over_limit: AtomicU64,
+    shadow_over_limit: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl Metrics {
+    /// The counters in Prometheus' text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP ratelimit_service_requests_total ShouldRateLimit calls by answer."
+        );
+        let _ = writeln!(out, "# TYPE ratelimit_service_requests_total counter");
+        for (code, counter) in [
+            ("ok", &self.ok),
+            ("over_limit", &self.over_limit),
+            ("error", &self.errors),
+        ] {
+            let _ = writeln!(
+                out,
+                "ratelimit_service_requests_total{{code=\"{code}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP ratelimit_service_shadow_over_limit_total Descriptors in shadow mode that were over their limit."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE ratelimit_service_shadow_over_limit_total counter"
+        );
+        let _ = writeln!(
+            out,
+            "ratelimit_service_shadow_over_limit_total {}",
+            self.shadow_over_limit.load(Ordering::Relaxed)
+        );
+        out
+    }
 }
 
 impl RateLimitServer {
@@ -40,7 +90,18 @@ impl RateLimitServer {
         RateLimitServer {
             config: Arc::new(RwLock::new(Arc::new(config))),
             limiter,
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// The service's counters.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// The limiter (its store's health is the service's).
+    pub fn limiter(&self) -> Arc<Limiter> {
+        self.limiter.clone()
     }
 
     /// Where the configuration lives: replace it (say, after a reload) and the next request uses it.
@@ -133,8 +194,20 @@ impl RateLimitServer {
                 .map_err(|e| Status::invalid_argument(e.to_string()))?;
             for (position, decision) in shadow_at.iter().zip(verdict.decisions()) {
                 decisions[*position] = Some(*decision);
+                if !decision.is_allowed() {
+                    self.metrics
+                        .shadow_over_limit
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(descriptor = %matched[*position].as_ref().map_or("", |(m, _)| m.bucket.as_str()), "over limit in shadow mode");
+                }
             }
         }
+        let counter = if over {
+            &self.metrics.over_limit
+        } else {
+            &self.metrics.ok
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
 
         let statuses = matched
             .iter()
@@ -212,6 +285,10 @@ impl RateLimitService for RateLimitServer {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
-        self.decide(request.get_ref()).await.map(Response::new)
+        let answer = self.decide(request.get_ref()).await;
+        if answer.is_err() {
+            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        answer.map(Response::new)
     }
 }
