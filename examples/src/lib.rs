@@ -16,5 +16,10 @@
 //! ```
 
 pub mod descriptors;
+pub mod egress;
+pub mod gateway;
+pub mod loadgen;
+pub mod mesh;
+pub mod proxy;
 pub mod reload;
 pub mod rls;

@@ -165,6 +165,12 @@ pub struct Status {
     pub score: f64,
     /// The last actions decided, newest last (at most 64).
     pub recent: Vec<Decided>,
+    /// Requests seen in the last tick.
+    pub requests: u64,
+    /// Requests limited in the last tick.
+    pub limited: u64,
+    /// The heaviest clients of the last tick, with their request counts.
+    pub top_clients: Vec<(String, u32)>,
 }
 
 /// The tick task: see [`spawn`].
@@ -204,6 +210,9 @@ pub fn spawn<A: Actuator + 'static>(
         factor: 1.0,
         score: 0.0,
         recent: Vec::new(),
+        requests: 0,
+        limited: 0,
+        top_clients: Vec::new(),
     }));
     let shared = status.clone();
     let task = tokio::spawn(async move {
@@ -223,6 +232,15 @@ pub fn spawn<A: Actuator + 'static>(
             status.factor = controller.factor();
             status.score = controller.last_score();
             status.recent.extend(decided);
+            status.requests = stats.requests;
+            status.limited = stats.limited;
+            status.top_clients = stats
+                .dimension(Dimension::Client)
+                .heavy
+                .iter()
+                .take(10)
+                .map(|h| (h.key.clone(), h.count))
+                .collect();
             let excess = status.recent.len().saturating_sub(64);
             status.recent.drain(..excess);
         }

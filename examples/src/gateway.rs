@@ -1,0 +1,253 @@
+//! The ingress gateway: global and per-client limits (the tower layer, embedded), the anomaly
+//! controller watching its decisions, a live `/status` page, and every admitted request forwarded
+//! to the egress gateway.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{Request, Response};
+use axum::response::Html;
+use axum::routing::get;
+use ratelimit_anomaly::tower::{AnomalyTask, TowerActuator, TowerObserver, spawn};
+use ratelimit_anomaly::{Action, Controller, ControllerConfig, Dimension, Monitor};
+use ratelimit_core::{Limiter, MemoryStore, Policy, PolicyError};
+use ratelimit_tower::{
+    ConfigError, ControlError, KeyExtractor, RateLimitHandle, RateLimitLayer, Rule, TrustedProxies,
+};
+
+use crate::proxy::{HttpClient, client, forward};
+
+/// The gateway's limits and its anomaly controller.
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    /// Requests a second per client address.
+    pub per_client: u32,
+    /// Requests a second for everyone together.
+    pub global: u32,
+    /// Proxies whose `X-Forwarded-For` is believed (the client is the rightmost other address).
+    pub trusted_proxies: Vec<String>,
+    /// The anomaly controller.
+    pub anomaly: ControllerConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            per_client: 20,
+            global: 1_000,
+            trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            anomaly: ControllerConfig::default(),
+        }
+    }
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A limit is not a valid policy.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// The layer could not be built.
+    #[error(transparent)]
+    Layer(#[from] ConfigError),
+    /// The anomaly actuator could not find its rule.
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    /// A trusted proxy is not a network.
+    #[error("trusted proxy: {0}")]
+    Proxy(#[from] ipnet::AddrParseError),
+    /// The listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Its limits, changeable at runtime.
+    pub handle: RateLimitHandle,
+    /// The anomaly controller's task.
+    pub anomaly: Arc<AnomalyTask>,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    client: HttpClient,
+    egress: String,
+}
+
+async fn proxy(State(upstream): State<Upstream>, request: Request<Body>) -> Response<Body> {
+    forward(
+        &upstream.client,
+        &upstream.egress,
+        request,
+        Duration::from_secs(10),
+    )
+    .await
+}
+
+/// Starts the gateway on `listen` (port 0: any), forwarding to `egress`.
+pub async fn start(
+    listen: SocketAddr,
+    egress: SocketAddr,
+    config: GatewayConfig,
+) -> Result<Gateway, GatewayError> {
+    let monitor = Arc::new(Monitor::default());
+    let limiter = Arc::new(Limiter::new(MemoryStore::new()));
+    let trusted = TrustedProxies::parse(config.trusted_proxies.iter().map(String::as_str))?;
+    let layer = RateLimitLayer::builder(limiter.clone())
+        .rule(Rule::new(
+            "per-client",
+            KeyExtractor::ClientIp(trusted),
+            Policy::per_second(config.per_client)?,
+        ))
+        .rule(Rule::new(
+            "global",
+            KeyExtractor::Global,
+            Policy::per_second(config.global)?,
+        ))
+        .observer(Arc::new(TowerObserver::new(
+            monitor.clone(),
+            "per-client",
+            Dimension::Client,
+        )))
+        .build()?;
+    let handle = layer.handle();
+    let tick = config.anomaly.tick;
+    let anomaly = Arc::new(spawn(
+        monitor,
+        Controller::new(config.anomaly),
+        TowerActuator::new(handle.clone(), "global")?,
+        tick,
+    ));
+    let upstream = Upstream {
+        client: client(),
+        egress: format!("http://{egress}"),
+    };
+    let limited = Router::new()
+        .fallback(proxy)
+        .with_state(upstream)
+        .layer(layer);
+    let (status_handle, status_anomaly) = (handle.clone(), anomaly.clone());
+    let metrics_handle = handle.clone();
+    let app = Router::new()
+        .route(
+            "/status",
+            get(move || {
+                let page = status_page(&status_handle, &status_anomaly, limiter.store_healthy());
+                async move { Html(page) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics_handle.render_prometheus();
+                async move { text }
+            }),
+        )
+        .merge(limited);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let address = listener.local_addr()?;
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(error) = axum::serve(listener, service).await {
+            tracing::error!(%error, "gateway stopped");
+        }
+    });
+    Ok(Gateway {
+        address,
+        handle,
+        anomaly,
+    })
+}
+
+/// The live status page: refreshed every two seconds.
+fn status_page(handle: &RateLimitHandle, anomaly: &AnomalyTask, store_healthy: bool) -> String {
+    let status = anomaly.status();
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
+         <title>ratelimit gateway</title><style>body{font-family:sans-serif;margin:2em}\
+         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>\
+         </head><body><h1>ratelimit gateway</h1>",
+    );
+    let _ = write!(
+        page,
+        "<p>Decisions in the last second: <b>{}</b> ({} limited). Store: <b>{}</b>. \
+         Anomaly state: <b>{:?}</b>, global limit at <b>{:.0}%</b>, score {:.2}.</p>",
+        status.requests,
+        status.limited,
+        if store_healthy {
+            "healthy"
+        } else {
+            "unavailable"
+        },
+        status.state,
+        status.factor * 100.0,
+        status.score
+    );
+    page.push_str("<h2>Rules</h2><table><tr><th>rule</th><th>admitted</th><th>limited</th><th>blocked</th></tr>");
+    for rule in handle.rules() {
+        if let Ok(counters) = handle.counters(rule) {
+            let snapshot = counters.snapshot();
+            let get = |name: &str| {
+                snapshot
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map_or(0, |(_, v)| *v)
+            };
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(rule),
+                get("admitted"),
+                get("limited"),
+                get("blocked")
+            );
+        }
+    }
+    page.push_str("</table><h2>Busiest clients (last second)</h2><table><tr><th>client</th><th>requests</th></tr>");
+    for (client, count) in &status.top_clients {
+        let _ = write!(page, "<tr><td>{}</td><td>{count}</td></tr>", escape(client));
+    }
+    page.push_str("</table><h2>Anomaly actions</h2><table><tr><th>action</th><th>applied</th><th>reason</th></tr>");
+    for decided in status.recent.iter().rev() {
+        let (what, reason) = match &decided.action {
+            Action::PenalizeKey {
+                key, ttl, reason, ..
+            } => (format!("block {key} for {ttl:?}"), reason),
+            Action::LiftKey { key, reason, .. } => (format!("unblock {key}"), reason),
+            Action::ScaleGlobal { factor, reason } => {
+                (format!("global limit x{factor:.2}"), reason)
+            }
+            Action::ScaleRoute {
+                route,
+                factor,
+                reason,
+            } => (format!("{route} limit x{factor:.2}"), reason),
+        };
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{:?}: observed {:.0} against {:.1} (score {:.2})</td></tr>",
+            escape(&what),
+            decided.apply,
+            reason.signal,
+            reason.observed,
+            reason.baseline,
+            reason.score
+        );
+    }
+    page.push_str("</table></body></html>");
+    page
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
