@@ -1,0 +1,61 @@
+//! `gateway`: the ingress gateway. Per-client and global limits (embedded, memory store), the
+//! anomaly controller, `/status` and `/metrics`; admitted requests are forwarded to `--egress`.
+//!
+//! `cargo run -p ratelimit-examples --bin gateway -- --egress 127.0.0.1:9000`
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use ratelimit_anomaly::ControllerConfig;
+use ratelimit_examples::gateway::{GatewayConfig, start};
+
+/// The ingress gateway.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// Where to listen.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    listen: SocketAddr,
+    /// The egress gateway to forward admitted requests to.
+    #[arg(long)]
+    egress: SocketAddr,
+    /// Requests a second per client address.
+    #[arg(long, default_value_t = 20)]
+    per_client: u32,
+    /// Requests a second for all clients together.
+    #[arg(long, default_value_t = 1000)]
+    global: u32,
+    /// Networks of proxies in front whose X-Forwarded-For is believed (repeatable).
+    #[arg(long = "trusted-proxy", default_values_t = ["127.0.0.0/8".to_string(), "::1/128".to_string()])]
+    trusted_proxies: Vec<String>,
+    /// Report anomaly actions without applying them.
+    #[arg(long)]
+    anomaly_shadow: bool,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let gateway = start(
+        args.listen,
+        args.egress,
+        GatewayConfig {
+            per_client: args.per_client,
+            global: args.global,
+            trusted_proxies: args.trusted_proxies,
+            anomaly: ControllerConfig {
+                shadow: args.anomaly_shadow,
+                ..ControllerConfig::default()
+            },
+        },
+    )
+    .await?;
+    tracing::info!(address = %gateway.address, "gateway listening; status at /status");
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
