@@ -33,6 +33,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<String>,
     /// The anomaly controller.
     pub anomaly: ControllerConfig,
+    /// Whether to limit at all (false: the same proxy with no limiter, for comparison).
+    pub limited: bool,
 }
 
 impl Default for GatewayConfig {
@@ -42,6 +44,7 @@ impl Default for GatewayConfig {
             global: 1_000,
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
             anomaly: ControllerConfig::default(),
+            limited: true,
         }
     }
 }
@@ -130,10 +133,12 @@ pub async fn start(
         client: client(),
         egress: format!("http://{egress}"),
     };
-    let limited = Router::new()
-        .fallback(proxy)
-        .with_state(upstream)
-        .layer(layer);
+    let proxied = Router::new().fallback(proxy).with_state(upstream);
+    let limited = if config.limited {
+        proxied.layer(layer)
+    } else {
+        proxied
+    };
     let (status_handle, status_anomaly) = (handle.clone(), anomaly.clone());
     let metrics_handle = handle.clone();
     let app = Router::new()

@@ -52,6 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 shadow: args.anomaly_shadow,
                 ..ControllerConfig::default()
             },
+            limited: true,
         },
     )
     .await?;
