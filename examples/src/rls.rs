@@ -35,6 +35,7 @@ pub struct RateLimitServer {
     config: Arc<RwLock<Arc<Config>>>,
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
+    monitor: Option<Arc<ratelimit_anomaly::Monitor>>,
 }
 
 /// What the service has answered, for `/metrics`.
@@ -91,7 +92,15 @@ impl RateLimitServer {
             config: Arc::new(RwLock::new(Arc::new(config))),
             limiter,
             metrics: Arc::new(Metrics::default()),
+            monitor: None,
         }
+    }
+
+    /// The same service recording every request into `monitor` for anomaly detection: the value
+    /// of a `remote_address` entry as the client, the domain as the route.
+    pub fn with_monitor(mut self, monitor: Arc<ratelimit_anomaly::Monitor>) -> Self {
+        self.monitor = Some(monitor);
+        self
     }
 
     /// The service's counters.
@@ -208,6 +217,20 @@ impl RateLimitServer {
             &self.metrics.ok
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(monitor) = &self.monitor {
+            let client = request
+                .descriptors
+                .iter()
+                .flat_map(|d| &d.entries)
+                .find(|e| e.key == "remote_address")
+                .map(|e| e.value.as_str());
+            monitor.record(&ratelimit_anomaly::RequestEvent {
+                client,
+                api_key: None,
+                route: Some(&request.domain),
+                limited: over,
+            });
+        }
 
         let statuses = matched
             .iter()

@@ -269,3 +269,27 @@ async fn a_new_configuration_applies_to_the_next_request() {
     .await;
     assert_eq!(r.overall_code, Code::OverLimit as i32);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_reach_the_anomaly_monitor() {
+    let monitor = Arc::new(ratelimit_anomaly::Monitor::default());
+    let server = RateLimitServer::new(
+        Config::parse("edge.yaml", CONFIG).unwrap(),
+        Arc::new(Limiter::new(MemoryStore::new())),
+    )
+    .with_monitor(monitor.clone());
+    for _ in 0..12 {
+        server
+            .decide(&RateLimitRequest {
+                domain: "edge".into(),
+                descriptors: vec![descriptor(&[("remote_address", "10.7.7.7")])],
+                hits_addend: 0,
+            })
+            .await
+            .unwrap();
+    }
+    let stats = monitor.tick();
+    assert_eq!((stats.requests, stats.limited), (12, 2));
+    let clients = stats.dimension(ratelimit_anomaly::Dimension::Client);
+    assert_eq!(clients.heavy[0].key, "10.7.7.7");
+}

@@ -4,6 +4,7 @@
 //!
 //! `cargo run -p ratelimit-examples --bin ratelimit-service -- --config config/ratelimit.yaml`
 
+use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,12 +12,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
+use axum::response::Html;
 use axum::routing::get;
 use clap::{Parser, ValueEnum};
+use ratelimit_anomaly::tower::{AnomalyTask, spawn};
+use ratelimit_anomaly::{Action, Actuator, Controller, ControllerConfig, Monitor};
 use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Store};
 use ratelimit_examples::descriptors::Config;
 use ratelimit_examples::reload;
-use ratelimit_examples::rls::RateLimitServer;
+use ratelimit_examples::rls::{Metrics, RateLimitServer};
 
 /// Envoy's rate limit service, on ratelimit.
 #[derive(Parser)]
@@ -53,6 +57,73 @@ struct Args {
     /// How often to look for a changed configuration, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     reload_ms: u64,
+    /// Anomaly detection: `shadow` reports what it would do on /status and in the log; `off`.
+    #[arg(long, value_enum, default_value_t = Anomaly::Shadow)]
+    anomaly: Anomaly,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Anomaly {
+    /// Detect and report, change nothing (the service's limits come from its configuration).
+    Shadow,
+    /// No detection.
+    Off,
+}
+
+/// The service's limits are its configuration's: anomaly actions are reported, not applied.
+struct ReportOnly;
+
+impl Actuator for ReportOnly {
+    fn apply(&self, _action: &Action) {}
+}
+
+fn status_page(
+    metrics: &Metrics,
+    store_healthy: bool,
+    config: &Config,
+    anomaly: Option<&AnomalyTask>,
+) -> String {
+    let mut page = String::from(
+        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
+         <title>ratelimit-service</title><style>body{font-family:sans-serif;margin:2em}\
+         pre{background:#f4f4f4;padding:1em}</style></head><body><h1>ratelimit-service</h1>",
+    );
+    let mut domains: Vec<&str> = config.domains().collect();
+    domains.sort_unstable();
+    let _ = write!(
+        page,
+        "<p>Store: <b>{}</b>. Domains: {}.</p><h2>Answers</h2><pre>{}</pre>",
+        if store_healthy {
+            "healthy"
+        } else {
+            "unavailable"
+        },
+        domains.join(", "),
+        metrics.render()
+    );
+    if let Some(task) = anomaly {
+        let status = task.status();
+        let _ = write!(
+            page,
+            "<h2>Anomaly detection (shadow)</h2><p>State {:?}, score {:.2}; last second: {} \
+             requests, {} over limit.</p><h3>Busiest clients</h3><ul>",
+            status.state, status.score, status.requests, status.limited
+        );
+        for (client, count) in &status.top_clients {
+            let _ = write!(page, "<li>{} ({count})</li>", client.replace('<', "&lt;"));
+        }
+        page.push_str("</ul><h3>Actions it would take</h3><ul>");
+        for decided in status.recent.iter().rev() {
+            let _ = write!(
+                page,
+                "<li>{}</li>",
+                format!("{:?}", decided.action).replace('<', "&lt;")
+            );
+        }
+        page.push_str("</ul>");
+    }
+    page.push_str("</body></html>");
+    page
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -120,15 +191,46 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Failure::Local => FailurePolicy::LocalFallback,
     };
     let limiter = Arc::new(Limiter::from_arc(store(&args).await?).with_failure_policy(failure));
-    let server = RateLimitServer::new(config, limiter.clone());
+    let monitor = (args.anomaly == Anomaly::Shadow).then(|| Arc::new(Monitor::default()));
+    let mut server = RateLimitServer::new(config, limiter.clone());
+    if let Some(monitor) = &monitor {
+        server = server.with_monitor(monitor.clone());
+    }
+    let anomaly = monitor.map(|monitor| {
+        let controller = Controller::new(ControllerConfig {
+            shadow: true,
+            ..ControllerConfig::default()
+        });
+        Arc::new(spawn(
+            monitor,
+            controller,
+            ReportOnly,
+            Duration::from_secs(1),
+        ))
+    });
     let _watch = reload::watch(
         args.config.clone(),
         server.config_handle(),
         Duration::from_millis(args.reload_ms),
     );
     let metrics = server.metrics();
+    let (page_metrics, page_config, page_limiter) =
+        (server.metrics(), server.config_handle(), limiter.clone());
     let http = Router::new()
         .route("/metrics", get(move || async move { metrics.render() }))
+        .route(
+            "/status",
+            get(move || {
+                let config = page_config.read().clone();
+                let page = status_page(
+                    &page_metrics,
+                    page_limiter.store_healthy(),
+                    &config,
+                    anomaly.as_deref(),
+                );
+                async move { Html(page) }
+            }),
+        )
         .route(
             "/healthz",
             get(move || async move {
