@@ -20,6 +20,8 @@ use ratelimit_tower::{
     ConfigError, ControlError, KeyExtractor, RateLimitHandle, RateLimitLayer, Rule, TrustedProxies,
 };
 
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+
 use crate::proxy::{HttpClient, client, forward};
 
 /// The gateway's limits and its anomaly controller.
@@ -35,6 +37,10 @@ pub struct GatewayConfig {
     pub anomaly: ControllerConfig,
     /// Whether to limit at all (false: the same proxy with no limiter, for comparison).
     pub limited: bool,
+    /// Ask a rate limit service instead of deciding here: its gRPC URL and the domain to ask in.
+    /// Each request is described by `remote_address` and `path`; an unreachable service lets
+    /// requests through (as Envoy's `failure_mode_deny: false` does).
+    pub remote: Option<(String, String)>,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +51,7 @@ impl Default for GatewayConfig {
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
             anomaly: ControllerConfig::default(),
             limited: true,
+            remote: None,
         }
     }
 }
@@ -67,6 +74,91 @@ pub enum GatewayError {
     /// The listener could not be bound.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    /// The rate limit service's address is not a URL.
+    #[error("rate limit service address: {0}")]
+    Remote(String),
+}
+
+#[derive(Clone)]
+struct Remote {
+    client: RateLimitServiceClient<tonic::transport::Channel>,
+    domain: String,
+}
+
+/// The client's address: the rightmost `X-Forwarded-For` entry when the peer is on loopback (the
+/// demo's proxies), else the peer.
+fn client_address(request: &Request<Body>) -> String {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let forwarded = request
+        .headers()
+        .get("x-forwarded-for")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .map(|v| v.trim().to_string());
+    match (peer, forwarded) {
+        (Some(peer), Some(forwarded)) if peer.is_loopback() => forwarded,
+        (Some(peer), _) => peer.to_string(),
+        (None, forwarded) => forwarded.unwrap_or_default(),
+    }
+}
+
+/// Asks the rate limit service about the request; 429 with `Retry-After` when it is over limit.
+async fn ask_remote(
+    State(remote): State<Remote>,
+    request: Request<Body>,
+    next: axum::middleware::Next,
+) -> Response<Body> {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+
+    let entry = |key: &str, value: String| RateLimitDescriptor {
+        entries: vec![Entry {
+            key: key.to_string(),
+            value,
+        }],
+        ..RateLimitDescriptor::default()
+    };
+    let question = RateLimitRequest {
+        domain: remote.domain.clone(),
+        descriptors: vec![
+            entry("remote_address", client_address(&request)),
+            entry("path", request.uri().path().to_string()),
+        ],
+        hits_addend: 0,
+    };
+    let mut client = remote.client.clone();
+    match client.should_rate_limit(question).await {
+        Ok(answer) if answer.get_ref().overall_code == Code::OverLimit as i32 => {
+            let wait = answer
+                .get_ref()
+                .statuses
+                .iter()
+                .filter(|s| s.code == Code::OverLimit as i32)
+                .filter_map(|s| s.duration_until_reset)
+                .map(|d| d.seconds + i64::from(d.nanos > 0))
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let mut response = Response::new(Body::from("rate limited"));
+            *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
+            if let Ok(value) = axum::http::HeaderValue::from_str(&wait.to_string()) {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, value);
+            }
+            response
+        }
+        Ok(_) => next.run(request).await,
+        Err(status) => {
+            tracing::warn!(%status, "rate limit service unavailable; letting the request through");
+            next.run(request).await
+        }
+    }
 }
 
 /// A running gateway.
@@ -134,10 +226,21 @@ pub async fn start(
         egress: format!("http://{egress}"),
     };
     let proxied = Router::new().fallback(proxy).with_state(upstream);
-    let limited = if config.limited {
-        proxied.layer(layer)
-    } else {
-        proxied
+    let limited = match (&config.remote, config.limited) {
+        (_, false) => proxied,
+        (Some((url, domain)), true) => {
+            let remote = Remote {
+                client: RateLimitServiceClient::new(
+                    tonic::transport::Endpoint::from_shared(url.clone())
+                        .map_err(|e| GatewayError::Remote(e.to_string()))?
+                        .timeout(Duration::from_millis(200))
+                        .connect_lazy(),
+                ),
+                domain: domain.clone(),
+            };
+            proxied.layer(axum::middleware::from_fn_with_state(remote, ask_remote))
+        }
+        (None, true) => proxied.layer(layer),
     };
     let (status_handle, status_anomaly) = (handle.clone(), anomaly.clone());
     let metrics_handle = handle.clone();

@@ -31,6 +31,12 @@ struct Args {
     /// Report anomaly actions without applying them.
     #[arg(long)]
     anomaly_shadow: bool,
+    /// Ask this rate limit service (gRPC URL, e.g. http://127.0.0.1:8081) instead of deciding here.
+    #[arg(long)]
+    ratelimit_service: Option<String>,
+    /// The domain to ask the rate limit service in.
+    #[arg(long, default_value = "edge")]
+    domain: String,
 }
 
 #[tokio::main]
@@ -53,6 +59,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..ControllerConfig::default()
             },
             limited: true,
+            remote: args.ratelimit_service.map(|url| (url, args.domain)),
         },
     )
     .await?;

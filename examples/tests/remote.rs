@@ -1,0 +1,70 @@
+//! The ingress gateway asking ratelimit-service over gRPC instead of deciding itself.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use ratelimit_core::{Limiter, MemoryStore};
+use ratelimit_examples::descriptors::Config;
+use ratelimit_examples::gateway::{GatewayConfig, start};
+use ratelimit_examples::mesh::{MeshLimits, start as start_mesh};
+use ratelimit_examples::proxy::client;
+use ratelimit_examples::rls::RateLimitServer;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_follows_the_rate_limit_service() {
+    let config = Config::parse(
+        "edge.yaml",
+        "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: minute, requests_per_unit: 3 }\n",
+    )
+    .unwrap();
+    let service = RateLimitServer::new(config, Arc::new(Limiter::new(MemoryStore::new())));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let rls = listener.local_addr().unwrap();
+    drop(listener);
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service.into_service())
+            .serve(rls),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let mesh = start_mesh(MeshLimits::default()).await.unwrap();
+    let egress = ratelimit_examples::egress::start(mesh).await.unwrap();
+    let gateway = start(
+        "127.0.0.1:0".parse().unwrap(),
+        egress,
+        GatewayConfig {
+            remote: Some((format!("http://{rls}"), "edge".into())),
+            ..GatewayConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let http = client();
+    let call = |from: &'static str| {
+        let http = http.clone();
+        async move {
+            let request = Request::get(format!("http://{}/auth/verify", gateway.address))
+                .header("x-forwarded-for", from)
+                .header("authorization", "Bearer t")
+                .body(Body::empty())
+                .unwrap();
+            http.request(request).await.unwrap()
+        }
+    };
+    for _ in 0..3 {
+        assert_eq!(call("10.3.0.1").await.status(), StatusCode::OK);
+    }
+    let refused = call("10.3.0.1").await;
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = refused.headers()[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert_eq!(call("10.3.0.2").await.status(), StatusCode::OK);
+}
