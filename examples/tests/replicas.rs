@@ -2,7 +2,11 @@
 //! the bound `burst + rate × window`.
 #![allow(clippy::unwrap_used, clippy::panic)]
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{Process, free_port};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -12,23 +16,6 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_core::Policy;
 use ratelimit_core::conformance::assert_bound;
-
-struct Service(Child);
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_services_over_one_redis_keep_one_global_limit() {
@@ -70,7 +57,7 @@ async fn three_services_over_one_redis_keep_one_global_limit() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        services.push(Service(child));
+        services.push(Process(child));
         addresses.push(format!("http://127.0.0.1:{grpc}"));
     }
     let mut clients = Vec::new();
