@@ -41,6 +41,7 @@ mod clock;
 mod decision;
 mod error;
 pub mod gcra;
+pub mod key;
 mod keyed;
 mod keyed_state;
 mod limiter;
@@ -57,9 +58,12 @@ pub use bucket::TokenBucket;
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use decision::Decision;
 pub use error::{PolicyError, RequestError, StoreError, StoreFailure};
+pub use key::BucketKey;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedLimiter, KeyedLimiterBuilder};
 pub use limiter::{DEFAULT_COOLDOWN, DEFAULT_DEADLINE, FailurePolicy, Limiter};
 pub use memory::MemoryStore;
 pub use policy::Policy;
 pub use policy_cell::PolicyCell;
-pub use store::{Limit, MAX_KEY_LEN, MAX_LIMITS, Store, Verdict, validate, validate_key};
+pub use store::{
+    Limit, MAX_KEY_LEN, MAX_LIMITS, Store, Verdict, check_policy, validate, validate_key,
+};

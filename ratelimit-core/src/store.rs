@@ -141,6 +141,14 @@ pub trait Store: Send + Sync {
         let _ = limits;
         None
     }
+
+    /// The finest emission interval this store can count, in nanoseconds (1 unless the store's
+    /// clock is coarser: Redis counts microseconds). A policy finer than this is refused with
+    /// [`RequestError::RateTooFine`]; check policies with [`check_policy`] when a configuration
+    /// loads, so that no request meets that error.
+    fn resolution_ns(&self) -> u64 {
+        1
+    }
 }
 
 #[async_trait]
@@ -160,6 +168,25 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
     fn acquire_sync(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
         (**self).acquire_sync(limits)
     }
+
+    fn resolution_ns(&self) -> u64 {
+        (**self).resolution_ns()
+    }
+}
+
+/// Whether `store` can represent `policy`: its emission interval is no finer than the store's
+/// [resolution](Store::resolution_ns). Configuration loaders call this so that a policy a store
+/// cannot count is refused at load time, not per request.
+pub fn check_policy(store: &dyn Store, policy: &Policy) -> Result<(), RequestError> {
+    let resolution_ns = store.resolution_ns();
+    let emission_interval_ns = policy.emission_interval_ns();
+    if emission_interval_ns < resolution_ns {
+        return Err(RequestError::RateTooFine {
+            emission_interval_ns,
+            resolution_ns,
+        });
+    }
+    Ok(())
 }
 
 /// Checks a request before any store sees it: limit count, keys, costs. Every backend calls this

@@ -298,6 +298,10 @@ impl Store for RedisStore {
         Ok(in_request_order(limits, &groups, admitted, &answers))
     }
 
+    fn resolution_ns(&self) -> u64 {
+        crate::script::RESOLUTION_NS
+    }
+
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         validate_key(key)?;
         let key = self.redis_key(key);
