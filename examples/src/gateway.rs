@@ -17,7 +17,8 @@ use ratelimit_anomaly::tower::{AnomalyTask, TowerActuator, TowerObserver, spawn}
 use ratelimit_anomaly::{Action, Controller, ControllerConfig, Dimension, Monitor};
 use ratelimit_core::{Limiter, MemoryStore, Policy, PolicyError};
 use ratelimit_tower::{
-    ConfigError, ControlError, KeyExtractor, RateLimitHandle, RateLimitLayer, Rule, TrustedProxies,
+    ConfigError, ControlError, ForwardedHeader, IpPrefixes, KeyExtractor, RateLimitHandle,
+    RateLimitLayer, RequestView, Rule, TrustedProxies,
 };
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
@@ -31,8 +32,12 @@ pub struct GatewayConfig {
     pub per_client: u32,
     /// Requests a second for everyone together.
     pub global: u32,
-    /// Proxies whose `X-Forwarded-For` is believed (the client is the rightmost other address).
+    /// Proxies whose forwarding header is believed (the client is the rightmost other address).
     pub trusted_proxies: Vec<String>,
+    /// The one forwarding header those proxies set; every other one is ignored.
+    pub forwarded_header: ForwardedHeader,
+    /// How much of an address is one client (IPv6 by /64 by default).
+    pub prefixes: IpPrefixes,
     /// The anomaly controller.
     pub anomaly: ControllerConfig,
     /// Whether to limit at all (false: the same proxy with no limiter, for comparison).
@@ -49,6 +54,8 @@ impl Default for GatewayConfig {
             per_client: 20,
             global: 1_000,
             trusted_proxies: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            forwarded_header: ForwardedHeader::default(),
+            prefixes: IpPrefixes::default(),
             anomaly: ControllerConfig::default(),
             limited: true,
             remote: None,
@@ -83,26 +90,8 @@ pub enum GatewayError {
 struct Remote {
     client: RateLimitServiceClient<tonic::transport::Channel>,
     domain: String,
-}
-
-/// The client's address: the rightmost `X-Forwarded-For` entry when the peer is on loopback (the
-/// demo's proxies), else the peer.
-fn client_address(request: &Request<Body>) -> String {
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let forwarded = request
-        .headers()
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.rsplit(',').next())
-        .map(|v| v.trim().to_string());
-    match (peer, forwarded) {
-        (Some(peer), Some(forwarded)) if peer.is_loopback() => forwarded,
-        (Some(peer), _) => peer.to_string(),
-        (None, forwarded) => forwarded.unwrap_or_default(),
-    }
+    // The same extractor the embedded limits use, so that both modes key a client alike.
+    trusted: TrustedProxies,
 }
 
 /// Asks the rate limit service about the request; 429 with `Retry-After` when it is over limit.
@@ -123,10 +112,16 @@ async fn ask_remote(
         }],
         ..RateLimitDescriptor::default()
     };
+    // Without a peer address (never under axum::serve with connect info) every request shares one
+    // descriptor value rather than escaping the limit.
+    let client_key = remote
+        .trusted
+        .client_key(&RequestView::of(&request))
+        .unwrap_or_else(|_| "unknown".to_string());
     let question = RateLimitRequest {
         domain: remote.domain.clone(),
         descriptors: vec![
-            entry("remote_address", client_address(&request)),
+            entry("remote_address", client_key),
             entry("path", request.uri().path().to_string()),
         ],
         hits_addend: 0,
@@ -195,11 +190,13 @@ pub async fn start(
 ) -> Result<Gateway, GatewayError> {
     let monitor = Arc::new(Monitor::default());
     let limiter = Arc::new(Limiter::new(MemoryStore::new()));
-    let trusted = TrustedProxies::parse(config.trusted_proxies.iter().map(String::as_str))?;
+    let trusted = TrustedProxies::parse(config.trusted_proxies.iter().map(String::as_str))?
+        .with_header(config.forwarded_header.clone())
+        .with_prefixes(config.prefixes);
     let layer = RateLimitLayer::builder(limiter.clone())
         .rule(Rule::new(
             "per-client",
-            KeyExtractor::ClientIp(trusted),
+            KeyExtractor::ClientIp(trusted.clone()),
             Policy::per_second(config.per_client)?,
         ))
         .rule(Rule::new(
@@ -237,6 +234,7 @@ pub async fn start(
                         .connect_lazy(),
                 ),
                 domain: domain.clone(),
+                trusted,
             };
             proxied.layer(axum::middleware::from_fn_with_state(remote, ask_remote))
         }

@@ -69,9 +69,9 @@ impl BucketKey {
     }
 }
 
-/// `#` and the hex SHA-256 of `name`: 65 bytes, whatever the input.
-pub fn hashed(name: &str) -> String {
-    let digest = Sha256::digest(name.as_bytes());
+/// `#` and the hex SHA-256 of `name`: 65 bytes, whatever the input (text or raw bytes).
+pub fn hashed(name: impl AsRef<[u8]>) -> String {
+    let digest = Sha256::digest(name.as_ref());
     let mut out = String::with_capacity(1 + 2 * digest.len());
     out.push('#');
     for byte in digest {

@@ -82,20 +82,9 @@ pub enum KeyError {
     /// The header that carries the key is absent.
     #[error("the request has no {0} header")]
     MissingHeader(HeaderName),
-    /// A header is present but not what its syntax says.
-    #[error("malformed {header} header: {reason}")]
-    Malformed {
-        /// The header.
-        header: HeaderName,
-        /// What is wrong with it.
-        reason: String,
-    },
     /// No authentication layer put a [`Principal`] in the request.
     #[error("the request carries no authenticated principal")]
     NoPrincipal,
-    /// The extracted key is longer than a store accepts.
-    #[error("the extracted key is {0} bytes long, more than a store accepts")]
-    TooLong(usize),
     /// A custom extractor found nothing.
     #[error("the custom key extractor found no key")]
     NotFound,
@@ -107,14 +96,17 @@ pub type CustomExtractor = Arc<dyn Fn(&RequestView<'_>) -> Option<String> + Send
 /// How a rule finds the key it counts a request under.
 #[derive(Clone)]
 pub enum KeyExtractor {
-    /// The connection's peer IP. Behind a proxy this is the proxy; see [`ClientIp`](Self::ClientIp).
+    /// The connection's peer IP (IPv6 peers by their /64). Behind a proxy this is the proxy; see
+    /// [`ClientIp`](Self::ClientIp), which with [`TrustedProxies::none`] is the peer under
+    /// prefixes of your choice.
     PeerIp,
     /// The client's IP behind the given trusted proxies.
     ///
-    /// Forwarding headers count only when the peer itself is a trusted proxy. Then the client is the
-    /// rightmost address in `Forwarded` (or, without it, `X-Forwarded-For`) that is not a trusted
-    /// proxy: every address left of it was written by the client or an untrusted hop and could be
-    /// anything. `X-Real-IP` is read only when a trusted peer sends no list.
+    /// The forwarding header the operator names ([`ForwardedHeader`], `X-Forwarded-For` unless set)
+    /// counts only when the peer itself is a trusted proxy, and no other forwarding header is ever
+    /// read. The client is then the rightmost address in it that is not a trusted proxy: every
+    /// address left of it was written by the client or an untrusted hop and could be anything.
+    /// Clients are keyed by network ([`IpPrefixes`]: IPv6 by /64 unless set otherwise).
     ClientIp(TrustedProxies),
     /// The value of a header (an API key, a tenant id, gRPC metadata).
     Header(HeaderName),
@@ -169,40 +161,38 @@ impl KeyExtractor {
     ) -> Result<(), KeyError> {
         let start = out.len();
         match self {
-            KeyExtractor::PeerIp => push_ip(out, request.peer().ok_or(KeyError::NoPeer)?),
-            KeyExtractor::ClientIp(trusted) => push_ip(out, trusted.client_ip(request)?),
+            KeyExtractor::PeerIp => {
+                let peer = request.peer().ok_or(KeyError::NoPeer)?;
+                push_network(out, peer, IpPrefixes::default().of(&peer));
+            }
+            KeyExtractor::ClientIp(trusted) => trusted.push_key(out, trusted.client_ip(request)?),
             KeyExtractor::Header(name) => {
                 let value = request
                     .headers
                     .get(name)
                     .ok_or_else(|| KeyError::MissingHeader(name.clone()))?;
-                let value = value.to_str().map_err(|_| KeyError::Malformed {
-                    header: name.clone(),
-                    reason: "not visible ASCII".into(),
-                })?;
                 if value.is_empty() {
                     return Err(KeyError::MissingHeader(name.clone()));
                 }
-                check_length(value.len())?;
-                out.push_str(value);
+                match value.to_str() {
+                    Ok(text) => push_bounded(out, text),
+                    // Bytes past ASCII are still a key of their own: hashed, never merged with
+                    // another value and never an error that lands in a shared bucket.
+                    Err(_) => out.push_str(&ratelimit_core::key::hashed(value.as_bytes())),
+                }
             }
             KeyExtractor::Principal => {
                 let principal = request
                     .extensions
                     .get::<Principal>()
                     .ok_or(KeyError::NoPrincipal)?;
-                check_length(principal.0.len())?;
-                out.push_str(&principal.0);
+                push_bounded(out, &principal.0);
             }
-            KeyExtractor::Route => {
-                check_length(request.uri.path().len())?;
-                out.push_str(request.uri.path());
-            }
+            KeyExtractor::Route => push_bounded(out, request.uri.path()),
             KeyExtractor::Global => out.push('*'),
             KeyExtractor::Custom(f) => {
                 let key = f(request).ok_or(KeyError::NotFound)?;
-                check_length(key.len())?;
-                out.push_str(&key);
+                push_bounded(out, &key);
             }
         }
         if out.len() == start {
@@ -247,23 +237,81 @@ fn push_ip(out: &mut CompactString, ip: IpAddr) {
     }
 }
 
-/// Keys are at most half of what a store accepts, leaving room for the rule name in front.
-fn check_length(len: usize) -> Result<(), KeyError> {
-    if len > ratelimit_core::MAX_KEY_LEN / 2 {
-        return Err(KeyError::TooLong(len));
-    }
-    Ok(())
+/// Appends a key taken from client data: itself when short, its SHA-256 when longer than a store
+/// should hold (so a long value is a key of its own, never an error). See
+/// [`ratelimit_core::key::bounded`].
+fn push_bounded(out: &mut CompactString, key: &str) {
+    out.push_str(&ratelimit_core::key::bounded(key));
 }
 
-/// The proxies whose forwarding headers are believed.
+/// The one forwarding header the operator's proxies set. Every other forwarding header is ignored:
+/// a proxy that appends `X-Forwarded-For` passes a client's own `Forwarded` or `X-Real-IP` through
+/// untouched, and believing it would let the client name any address it likes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`, appended to by every proxy (the default).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=...`, appended to by every proxy.
+    Forwarded,
+    /// A header of one address that the edge proxy sets, replacing what the client sent
+    /// (`X-Real-IP`, `CF-Connecting-IP`, `True-Client-IP`).
+    Single(HeaderName),
+}
+
+/// How much of an address is one client: IPv4 addresses one by one, IPv6 by /64 unless set
+/// otherwise, because every home line and VM gets a whole /64 and would otherwise hold 2^64 keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPrefixes {
+    v4: u8,
+    v6: u8,
+}
+
+impl Default for IpPrefixes {
+    fn default() -> Self {
+        IpPrefixes { v4: 32, v6: 64 }
+    }
+}
+
+impl IpPrefixes {
+    /// Clients keyed by their IPv4 `/v4` and IPv6 `/v6` networks; a length past 32 or 128 is an
+    /// error.
+    pub fn new(v4: u8, v6: u8) -> Result<Self, ipnet::PrefixLenError> {
+        ipnet::Ipv4Net::new(std::net::Ipv4Addr::UNSPECIFIED, v4)?;
+        ipnet::Ipv6Net::new(std::net::Ipv6Addr::UNSPECIFIED, v6)?;
+        Ok(IpPrefixes { v4, v6 })
+    }
+
+    /// The prefix length for IPv4 addresses.
+    pub fn v4(&self) -> u8 {
+        self.v4
+    }
+
+    /// The prefix length for IPv6 addresses.
+    pub fn v6(&self) -> u8 {
+        self.v6
+    }
+
+    /// The prefix length that applies to `ip`.
+    fn of(&self, ip: &IpAddr) -> u8 {
+        match ip {
+            IpAddr::V4(_) => self.v4,
+            IpAddr::V6(_) => self.v6,
+        }
+    }
+}
+
+/// The proxies whose forwarding header is believed, which header that is, and how much of an
+/// address counts as one client.
 #[derive(Debug, Clone, Default)]
 pub struct TrustedProxies {
     networks: Vec<IpNet>,
+    header: ForwardedHeader,
+    prefixes: IpPrefixes,
 }
 
 static FORWARDED: HeaderName = http::header::FORWARDED;
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 impl TrustedProxies {
     /// No trusted proxy: the client is always the peer.
@@ -271,10 +319,12 @@ impl TrustedProxies {
         Self::default()
     }
 
-    /// Proxies in these networks (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`).
+    /// Proxies in these networks (`10.0.0.0/8`, `127.0.0.1/32`, `::1/128`), setting
+    /// `X-Forwarded-For`.
     pub fn new(networks: impl IntoIterator<Item = IpNet>) -> Self {
         TrustedProxies {
             networks: networks.into_iter().collect(),
+            ..Self::default()
         }
     }
 
@@ -282,14 +332,36 @@ impl TrustedProxies {
     pub fn parse<'a>(
         networks: impl IntoIterator<Item = &'a str>,
     ) -> Result<Self, ipnet::AddrParseError> {
-        let networks = networks
+        let networks: Vec<IpNet> = networks
             .into_iter()
             .map(|n| {
                 n.parse::<IpNet>()
                     .or_else(|e| n.parse::<IpAddr>().map(IpNet::from).map_err(|_| e))
             })
             .collect::<Result<_, _>>()?;
-        Ok(TrustedProxies { networks })
+        Ok(TrustedProxies::new(networks))
+    }
+
+    /// The same proxies, setting `header` instead (the only forwarding header then read).
+    pub fn with_header(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
+    }
+
+    /// The same proxies, keying clients by these networks.
+    pub fn with_prefixes(mut self, prefixes: IpPrefixes) -> Self {
+        self.prefixes = prefixes;
+        self
+    }
+
+    /// The forwarding header that is believed.
+    pub fn header(&self) -> &ForwardedHeader {
+        &self.header
+    }
+
+    /// How much of an address is one client.
+    pub fn prefixes(&self) -> IpPrefixes {
+        self.prefixes
     }
 
     /// Whether `ip` is a trusted proxy.
@@ -298,82 +370,135 @@ impl TrustedProxies {
     }
 
     /// The client's address; see [`KeyExtractor::ClientIp`].
+    ///
+    /// Never an error a client can cause: the peer is the client unless it is a trusted proxy;
+    /// then the client is the rightmost address of the believed header that is not a trusted
+    /// proxy. Everything left of it was written by the client or an untrusted hop and is never
+    /// read. An entry that is not an address (`unknown`, an obfuscated name, junk) stops the walk
+    /// at the trusted hop right of it, which is then the client: a value the client cannot vary.
     pub fn client_ip(&self, request: &RequestView<'_>) -> Result<IpAddr, KeyError> {
         let peer = request.peer().ok_or(KeyError::NoPeer)?;
         if !self.contains(&peer) {
             return Ok(peer);
         }
-        let hops = if request.headers.contains_key(&FORWARDED) {
-            forwarded_for(request.headers)?
-        } else {
-            x_forwarded_for(request.headers)?
-        };
-        if let Some(client) = hops.iter().rev().find(|ip| !self.contains(ip)) {
-            return Ok(*client);
+        let headers = request.headers;
+        let mut client = peer;
+        match &self.header {
+            ForwardedHeader::XForwardedFor => {
+                let values = headers.get_all(&X_FORWARDED_FOR).iter().rev();
+                for value in values {
+                    let Ok(value) = value.to_str() else { break };
+                    match self.walk(value.rsplit(','), &mut client, |hop| Some(hop.trim())) {
+                        Walk::Next => continue,
+                        Walk::Done => break,
+                    }
+                }
+            }
+            ForwardedHeader::Forwarded => {
+                let values = headers.get_all(&FORWARDED).iter().rev();
+                for value in values {
+                    let Ok(value) = value.to_str() else { break };
+                    match self.walk(value.rsplit(','), &mut client, forwarded_node) {
+                        Walk::Next => continue,
+                        Walk::Done => break,
+                    }
+                }
+            }
+            ForwardedHeader::Single(name) => {
+                // Set by the edge proxy: the last instance is the one it wrote.
+                if let Some(ip) = headers
+                    .get_all(name)
+                    .iter()
+                    .next_back()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_addr(v.trim()))
+                {
+                    client = ip;
+                }
+            }
         }
-        if let Some(first) = hops.first() {
-            // Every hop is trusted: the leftmost is the client.
-            return Ok(*first);
-        }
-        match request.headers.get(&X_REAL_IP) {
-            Some(value) => parse_ip(&X_REAL_IP, value.to_str().unwrap_or("")),
-            None => Ok(peer),
-        }
+        Ok(client)
     }
-}
 
-/// The addresses in `X-Forwarded-For`, left to right, over every instance of the header.
-fn x_forwarded_for(headers: &HeaderMap) -> Result<Vec<IpAddr>, KeyError> {
-    let mut hops = Vec::new();
-    for value in headers.get_all(&X_FORWARDED_FOR) {
-        let value = value
-            .to_str()
-            .map_err(|_| malformed(&X_FORWARDED_FOR, "not ASCII"))?;
-        for hop in value.split(',') {
-            hops.push(parse_ip(&X_FORWARDED_FOR, hop.trim())?);
-        }
+    /// The key of the request's client: its address, or its network under [`IpPrefixes`], as
+    /// [`KeyExtractor::ClientIp`] counts it. For code that keys clients outside the layer (a
+    /// gateway asking a remote rate limit service) and must agree with it.
+    pub fn client_key(&self, request: &RequestView<'_>) -> Result<String, KeyError> {
+        let mut out = CompactString::default();
+        self.push_key(&mut out, self.client_ip(request)?);
+        Ok(out.into_string())
     }
-    Ok(hops)
-}
 
-/// The `for=` addresses of RFC 7239 `Forwarded`, left to right, over every instance of the header.
-fn forwarded_for(headers: &HeaderMap) -> Result<Vec<IpAddr>, KeyError> {
-    let mut hops = Vec::new();
-    for value in headers.get_all(&FORWARDED) {
-        let value = value
-            .to_str()
-            .map_err(|_| malformed(&FORWARDED, "not ASCII"))?;
-        for element in value.split(',') {
-            let node = element.split(';').find_map(|pair| {
-                let (name, value) = pair.trim().split_once('=')?;
-                name.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then_some(value.trim())
-            });
-            let Some(node) = node else { continue };
-            let node = node.trim_matches('"');
-            // `[v6]:port`, `[v6]`, `v4:port` or `v4`; anything else (`unknown`, `_hidden`) is not
-            // an address to count by.
-            let host = match node.strip_prefix('[') {
-                Some(rest) => rest.split(']').next().unwrap_or(""),
-                None => node.split(':').next().unwrap_or(""),
+    /// Walks hops right to left, moving `client` to each; stops at the first untrusted address or
+    /// the first entry that is not one.
+    fn walk<'h>(
+        &self,
+        hops: impl Iterator<Item = &'h str>,
+        client: &mut IpAddr,
+        node: impl Fn(&'h str) -> Option<&'h str>,
+    ) -> Walk {
+        for hop in hops {
+            let Some(ip) = node(hop).and_then(parse_addr) else {
+                return Walk::Done;
             };
-            hops.push(parse_ip(&FORWARDED, host)?);
+            *client = ip;
+            if !self.contains(&ip) {
+                return Walk::Done;
+            }
         }
+        Walk::Next
     }
-    Ok(hops)
+
+    /// Appends the key of `ip`: the address, or its network when the prefix is shorter than the
+    /// address (`2001:db8:1:2::/64`).
+    fn push_key(&self, out: &mut CompactString, ip: IpAddr) {
+        push_network(out, ip, self.prefixes.of(&ip));
+    }
 }
 
-fn parse_ip(header: &HeaderName, text: &str) -> Result<IpAddr, KeyError> {
+/// Whether a walk over one header instance may go on to the instance left of it.
+enum Walk {
+    Next,
+    Done,
+}
+
+/// The address of one `Forwarded` element's `for=` node: `[v6]:port`, `[v6]`, `v4:port` or `v4`.
+fn forwarded_node(element: &str) -> Option<&str> {
+    let node = element.split(';').find_map(|pair| {
+        let (name, value) = pair.trim().split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("for")
+            .then_some(value.trim())
+    })?;
+    let node = node.trim_matches('"');
+    Some(match node.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => node.split(':').next().unwrap_or(""),
+    })
+}
+
+fn parse_addr(text: &str) -> Option<IpAddr> {
     text.parse::<IpAddr>()
-        .or_else(|_| text.parse::<SocketAddr>().map(|s| s.ip()))
-        .map_err(|_| malformed(header, &format!("{text:?} is not an IP address")))
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
-fn malformed(header: &HeaderName, reason: &str) -> KeyError {
-    KeyError::Malformed {
-        header: header.clone(),
-        reason: reason.to_string(),
+/// Appends `ip`'s network of `prefix` bits: the bare address when the prefix is the whole address.
+fn push_network(out: &mut CompactString, ip: IpAddr, prefix: u8) {
+    use std::fmt::Write as _;
+    let full = match ip {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    if prefix >= full {
+        return push_ip(out, ip);
+    }
+    match IpNet::new(ip, prefix) {
+        Ok(net) => {
+            push_ip(out, net.trunc().addr());
+            let _ = write!(out, "/{prefix}");
+        }
+        Err(_) => push_ip(out, ip),
     }
 }
 
@@ -394,56 +519,117 @@ mod tests {
         request
     }
 
-    fn client(headers: &[(&str, &str)]) -> Result<IpAddr, KeyError> {
-        let trusted = TrustedProxies::parse(["10.0.0.0/8", "fd00::/8"]).unwrap();
+    fn client_via(header: ForwardedHeader, headers: &[(&str, &str)]) -> IpAddr {
+        let trusted = TrustedProxies::parse(["10.0.0.0/8", "fd00::/8"])
+            .unwrap()
+            .with_header(header);
         let request = request(headers);
-        trusted.client_ip(&RequestView::of(&request))
+        trusted.client_ip(&RequestView::of(&request)).unwrap()
+    }
+
+    fn client(headers: &[(&str, &str)]) -> IpAddr {
+        client_via(ForwardedHeader::XForwardedFor, headers)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn forwarded_takes_precedence_and_understands_every_node_form() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    fn forwarded_understands_every_node_form_when_it_is_the_named_header() {
+        let forwarded = |h: &[(&str, &str)]| client_via(ForwardedHeader::Forwarded, h);
         assert_eq!(
-            client(&[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]),
-            Ok(ip("192.0.2.60"))
+            forwarded(&[("forwarded", "for=192.0.2.60;proto=http;by=203.0.113.43")]),
+            ip("192.0.2.60")
         );
         assert_eq!(
-            client(&[(
+            forwarded(&[(
                 "forwarded",
                 r#"for="[2001:db8:cafe::17]:4711", for=10.1.1.1"#
             )]),
-            Ok(ip("2001:db8:cafe::17"))
+            ip("2001:db8:cafe::17")
         );
         assert_eq!(
-            client(&[
+            forwarded(&[
                 ("forwarded", r#"For="192.0.2.43:47011""#),
                 ("x-forwarded-for", "6.6.6.6")
             ]),
-            Ok(ip("192.0.2.43"))
+            ip("192.0.2.43")
         );
-        assert!(matches!(
-            client(&[("forwarded", "for=unknown")]),
-            Err(KeyError::Malformed { .. })
-        ));
+        // Not an address: the trusted hop that wrote it is the client.
+        assert_eq!(forwarded(&[("forwarded", "for=unknown")]), ip("10.0.0.2"));
+    }
+
+    #[test]
+    fn only_the_named_header_is_believed() {
+        // The proxies append X-Forwarded-For: a client's own Forwarded or X-Real-IP is ignored.
+        assert_eq!(
+            client(&[
+                ("forwarded", "for=6.6.6.6"),
+                ("x-real-ip", "7.7.7.7"),
+                ("x-forwarded-for", "1.2.3.4")
+            ]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(client(&[("x-real-ip", "9.9.9.9")]), ip("10.0.0.2"));
+        let single = ForwardedHeader::Single(HeaderName::from_static("cf-connecting-ip"));
+        assert_eq!(
+            client_via(
+                single.clone(),
+                &[
+                    ("cf-connecting-ip", "5.5.5.5"),
+                    ("x-forwarded-for", "6.6.6.6")
+                ]
+            ),
+            ip("5.5.5.5")
+        );
+        assert_eq!(
+            client_via(single, &[("cf-connecting-ip", "nonsense")]),
+            ip("10.0.0.2")
+        );
     }
 
     #[test]
     fn x_forwarded_for_over_several_headers_and_all_trusted_hops() {
-        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
             client(&[
                 ("x-forwarded-for", "7.7.7.7, 8.8.8.8"),
                 ("x-forwarded-for", "10.9.9.9")
             ]),
-            Ok(ip("8.8.8.8"))
+            ip("8.8.8.8")
         );
         assert_eq!(
             client(&[("x-forwarded-for", "10.1.1.1, fd00::1")]),
-            Ok(ip("10.1.1.1"))
+            ip("10.1.1.1")
         );
-        assert_eq!(client(&[("x-real-ip", "9.9.9.9")]), Ok(ip("9.9.9.9")));
-        assert_eq!(client(&[]), Ok(ip("10.0.0.2")));
-        assert!(client(&[("x-forwarded-for", "1.2.3.4, ")]).is_err());
+        assert_eq!(client(&[]), ip("10.0.0.2"));
+        // Junk left of the client is never read; junk from a trusted hop stops at that hop.
+        assert_eq!(
+            client(&[("x-forwarded-for", "junk, 1.2.3.4")]),
+            ip("1.2.3.4")
+        );
+        assert_eq!(
+            client(&[("x-forwarded-for", "1.2.3.4, junk, 10.3.3.3")]),
+            ip("10.3.3.3")
+        );
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64_unless_set_otherwise() {
+        let key = |trusted: &TrustedProxies, addr: &str| {
+            let mut out = CompactString::default();
+            trusted.push_key(&mut out, ip(addr));
+            out.to_string()
+        };
+        let default = TrustedProxies::none();
+        assert_eq!(key(&default, "2001:db8:1:2:aaaa::1"), "2001:db8:1:2::/64");
+        assert_eq!(key(&default, "2001:db8:1:2:ffff::9"), "2001:db8:1:2::/64");
+        assert_eq!(key(&default, "192.0.2.1"), "192.0.2.1");
+        let wide = TrustedProxies::none().with_prefixes(IpPrefixes::new(24, 48).unwrap());
+        assert_eq!(key(&wide, "192.0.2.77"), "192.0.2.0/24");
+        assert_eq!(key(&wide, "2001:db8:1:2::1"), "2001:db8:1::/48");
+        assert!(IpPrefixes::new(33, 64).is_err());
+        assert!(IpPrefixes::new(32, 129).is_err());
     }
 
     #[test]
@@ -463,13 +649,22 @@ mod tests {
     }
 
     #[test]
-    fn oversized_keys_are_refused() {
-        let long = "k".repeat(ratelimit_core::MAX_KEY_LEN);
-        let request = request(&[("x-api-key", &long)]);
+    fn oversized_and_non_ascii_keys_are_hashed_not_refused() {
+        let long = "k".repeat(ratelimit_core::MAX_KEY_LEN * 4);
+        let other = format!("{long}x");
         let extractor = KeyExtractor::header(HeaderName::from_static("x-api-key"));
-        assert!(matches!(
-            extractor.extract(&RequestView::of(&request)),
-            Err(KeyError::TooLong(_))
-        ));
+        let key_of = |value: &str| {
+            let request = request(&[("x-api-key", value)]);
+            extractor.extract(&RequestView::of(&request)).unwrap()
+        };
+        assert_eq!(key_of(&long).len(), 65);
+        assert_ne!(key_of(&long), key_of(&other));
+        let mut request = request(&[]);
+        request.headers_mut().insert(
+            "x-api-key",
+            http::HeaderValue::from_bytes(b"caf\xe9").unwrap(),
+        );
+        let key = extractor.extract(&RequestView::of(&request)).unwrap();
+        assert!(key.starts_with('#'));
     }
 }

@@ -71,7 +71,8 @@ mod service;
 
 pub use body::RejectionBody;
 pub use key::{
-    CustomExtractor, KeyError, KeyExtractor, PeerAddr, Principal, RequestView, TrustedProxies,
+    CustomExtractor, ForwardedHeader, IpPrefixes, KeyError, KeyExtractor, PeerAddr, Principal,
+    RequestView, TrustedProxies,
 };
 pub use layer::{
     ConfigError, ControlError, RateLimitHandle, RateLimitLayer, RateLimitLayerBuilder, RejectionFn,

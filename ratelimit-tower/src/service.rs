@@ -340,10 +340,12 @@ fn plan(
             continue;
         }
         let counters = counters(shared, index);
-        // The store key is the rule's name, a separator, and the extracted key.
+        // The store key is the rule's name, `|`, and the extracted key. Rule names cannot hold `|`
+        // or `!` (the builder checks), so the first of them ends the name and no extracted key,
+        // whatever a client puts in it, can reach another rule's buckets.
         let mut key = CompactString::with_capacity(rule.name.len() + 16);
         key.push_str(&rule.name);
-        key.push(':');
+        key.push('|');
         let prefix = key.len();
         match rule.key.extract_into(request, &mut key) {
             Ok(()) => {
@@ -375,7 +377,7 @@ fn plan(
                 tracing::debug!(rule = %rule.name, %error, "no rate-limit key");
                 match rule.missing_key {
                     MissingKey::SharedBucket => {
-                        // `!` instead of `:`: no extracted key can produce this one.
+                        // `!` instead of `|`: no extracted key can produce this one.
                         key.truncate(prefix.saturating_sub(1));
                         key.push_str("!missing");
                     }
