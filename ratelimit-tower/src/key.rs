@@ -385,20 +385,18 @@ impl TrustedProxies {
         let mut client = peer;
         match &self.header {
             ForwardedHeader::XForwardedFor => {
-                let values = headers.get_all(&X_FORWARDED_FOR).iter().rev();
-                for value in values {
-                    let Ok(value) = value.to_str() else { break };
-                    match self.walk(value.rsplit(','), &mut client, |hop| Some(hop.trim())) {
+                for value in headers.get_all(&X_FORWARDED_FOR).iter().rev() {
+                    // Bytes, not text: a client's non-ASCII junk on the left must not make the
+                    // proxy's own entry on the right unreadable.
+                    match self.walk(value.as_bytes(), &mut client, |hop| Some(hop.trim())) {
                         Walk::Next => continue,
                         Walk::Done => break,
                     }
                 }
             }
             ForwardedHeader::Forwarded => {
-                let values = headers.get_all(&FORWARDED).iter().rev();
-                for value in values {
-                    let Ok(value) = value.to_str() else { break };
-                    match self.walk(value.rsplit(','), &mut client, forwarded_node) {
+                for value in headers.get_all(&FORWARDED).iter().rev() {
+                    match self.walk(value.as_bytes(), &mut client, forwarded_node) {
                         Walk::Next => continue,
                         Walk::Done => break,
                     }
@@ -433,12 +431,13 @@ impl TrustedProxies {
     /// the first entry that is not one.
     fn walk<'h>(
         &self,
-        hops: impl Iterator<Item = &'h str>,
+        value: &'h [u8],
         client: &mut IpAddr,
         node: impl Fn(&'h str) -> Option<&'h str>,
     ) -> Walk {
-        for hop in hops {
-            let Some(ip) = node(hop).and_then(parse_addr) else {
+        for hop in value.rsplit(|b| *b == b',') {
+            let hop = std::str::from_utf8(hop).ok();
+            let Some(ip) = hop.and_then(&node).and_then(parse_addr) else {
                 return Walk::Done;
             };
             *client = ip;

@@ -26,14 +26,17 @@ fn hourly(burst: u32) -> Policy {
 type App = BoxCloneService<Request<String>, Response<axum::body::Body>, Infallible>;
 
 fn app(rules: Vec<Rule>) -> App {
-    let mut builder = RateLimitLayer::builder(std::sync::Arc::new(Limiter::new(MemoryStore::new())));
+    let mut builder =
+        RateLimitLayer::builder(std::sync::Arc::new(Limiter::new(MemoryStore::new())));
     for rule in rules {
         builder = builder.rule(rule);
     }
     let layer = builder.build().unwrap();
-    BoxCloneService::new(layer.layer(tower::service_fn(|_req: Request<String>| async {
-        Ok::<_, Infallible>(Response::new(axum::body::Body::from("ok")))
-    })))
+    BoxCloneService::new(
+        layer.layer(tower::service_fn(|_req: Request<String>| async {
+            Ok::<_, Infallible>(Response::new(axum::body::Body::from("ok")))
+        })),
+    )
 }
 
 fn request(peer: &str, path: &str, headers: &[(&str, String)]) -> Request<String> {
@@ -128,11 +131,7 @@ async fn spoofed_and_junk_hops_left_of_the_proxy_entry_are_never_read() {
 /// and behind proxies alike; another /64 has a bucket of its own.
 #[tokio::test]
 async fn rotating_addresses_inside_one_ipv6_64_is_one_client() {
-    let peer = app(vec![Rule::new(
-        "peer",
-        KeyExtractor::PeerIp,
-        hourly(BURST),
-    )]);
+    let peer = app(vec![Rule::new("peer", KeyExtractor::PeerIp, hourly(BURST))]);
     let requests = (0..60u32).map(|i| request(&format!("[2001:db8:7:7::{i:x}]:4000"), "/", &[]));
     assert_eq!(admitted(&peer, requests).await, BURST);
     let neighbour = request("[2001:db8:7:8::1]:4000", "/", &[]);
@@ -200,8 +199,7 @@ async fn oversized_and_non_ascii_header_values_are_decided_under_their_own_key()
 async fn a_key_value_that_spells_another_rules_key_does_not_reach_it() {
     let user = HeaderName::from_static("x-user");
     let service = app(vec![
-        Rule::new("api", KeyExtractor::header(user), hourly(1000))
-            .matching(Matcher::path("/user")),
+        Rule::new("api", KeyExtractor::header(user), hourly(1000)).matching(Matcher::path("/user")),
         Rule::new("api:admin", KeyExtractor::Global, hourly(BURST))
             .matching(Matcher::path("/admin")),
     ]);
