@@ -28,9 +28,11 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// hour of use is one token of `per_hour(1)` and four of `per_hour(4)`). Whatever the change, the new
 /// policy's bound holds from the moment it applies. Memory is bounded without help: buckets that are full
 /// again are dropped as the limiter goes, and at most [`max_keys`](KeyedLimiterBuilder::max_keys)
-/// are kept. When that many keys are all active, a key without a bucket is refused rather than given
-/// one by evicting an active key, which would reset that key's limit (see
-/// [`refused_when_full`](Self::refused_when_full)).
+/// are kept. When that many keys are all active, the least indebted buckets are evicted into a
+/// fixed-size overflow sketch that remembers (over-estimating, never under) when each would have
+/// been full again, so a key that comes back is charged at least what it owed and a newcomer is
+/// still served (see [`evicted`](Self::evicted)). The sketch is allocated at the first eviction:
+/// 32 bytes per key of `max_keys`, rounded up to a power of two.
 ///
 /// ```
 /// use ratelimit_core::{KeyedLimiter, Policy};
@@ -259,9 +261,15 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         self.state.max_keys()
     }
 
-    /// How many requests were refused because the table was full of active keys.
+    /// How many requests were refused because the table was full of active keys that could not
+    /// be evicted (a rare race between shards; eviction makes room otherwise).
     pub fn refused_when_full(&self) -> u64 {
         self.state.refused_when_full()
+    }
+
+    /// How many buckets still in debt were moved into the overflow sketch to make room.
+    pub fn evicted(&self) -> u64 {
+        self.state.evicted()
     }
 
     /// Drops every bucket that is full again. The limiter does this by itself as it goes; call it

@@ -7,9 +7,14 @@
 //!   such buckets are dropped as the limiter goes: a shard sweeps itself whenever it has doubled since
 //!   its last sweep, which keeps the cost amortised O(1) per new key.
 //! - **The key limit.** The table never holds more than `max_keys` buckets. When it is full and a
-//!   sweep frees nothing, a key without a bucket is **refused** (denied, with one emission interval as
-//!   its retry-after) instead of evicting a key that is still in use: evicting would hand that key a
-//!   fresh, full bucket and let it exceed its limit. Refusals are counted in
+//!   sweep frees nothing, the eighth of the shard's buckets with the least debt (the earliest
+//!   theoretical arrival times) are **evicted into an overflow sketch** ([`Overflow`]): a count-min
+//!   of maxima, where each evicted bucket raises its cells to its arrival time. A key without a
+//!   bucket starts from the sketch's estimate, the least of its cells, which is never below the
+//!   arrival time it left with. So a key that comes back is never under-charged (the bound holds),
+//!   and a newcomer is not refused because an attacker filled the table: at worst a collision in
+//!   every row over-charges it by the debt of a recently evicted key. Only when no shard can give
+//!   up a bucket is a newcomer refused, counted in
 //!   [`refused_when_full`](KeyedState::refused_when_full).
 //! - **Several keys at once.** A multi-limit check write-locks the shards involved, in ascending order
 //!   (so two such checks can never deadlock), decides every limit, and writes all or nothing. With
@@ -18,6 +23,7 @@
 
 use std::borrow::Borrow;
 use std::hash::{BuildHasher, Hash};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_utils::CachePadded;
@@ -65,6 +71,70 @@ pub(crate) struct KeyedState<K> {
     max_keys: usize,
     sweep_cursor: AtomicUsize,
     refused_when_full: AtomicU64,
+    evicted: AtomicU64,
+    // Allocated at the first eviction: a table that never fills costs nothing here.
+    overflow: OnceLock<Overflow>,
+}
+
+/// How many rows the overflow sketch has: a newcomer is over-charged only when all of its cells
+/// collide with recently evicted keys, and each row makes that rarer by its own factor.
+const OVERFLOW_ROWS: usize = 4;
+
+/// Evicted buckets, folded into a count-min sketch of maxima: `OVERFLOW_ROWS` rows of
+/// `width` theoretical arrival times. A cell is the latest arrival time of every key evicted into
+/// it, so the least of a key's cells can only over-estimate that key's own.
+///
+/// Memory: `OVERFLOW_ROWS × width × 8` bytes, with `width` the power of two at or above
+/// `max_keys` (32 bytes per key of the table's capacity, 3.2 MB for 100,000 keys).
+struct Overflow {
+    // Relaxed: a cell is written only by `fetch_max` under the write lock of the shard that held
+    // the evicted key, and read for a key only under that same shard's lock (the key's shard), so
+    // the lock orders every write before the reads that must see it. Reads for other keys may see
+    // a stale cell: a stale cell is a lower value of a *different* key, which that key never had.
+    cells: Box<[AtomicU64]>,
+    width_bits: u32,
+    seeds: [u64; OVERFLOW_ROWS],
+}
+
+impl Overflow {
+    fn new(max_keys: usize) -> Self {
+        let width = max_keys.max(1024).next_power_of_two();
+        // Per process and secret: an attacker who could predict the cells could pick keys that
+        // collide with a victim's and over-charge it.
+        let mut rng = fastrand::Rng::new();
+        Overflow {
+            cells: (0..width * OVERFLOW_ROWS)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            width_bits: width.trailing_zeros(),
+            seeds: std::array::from_fn(|_| rng.u64(..) | 1),
+        }
+    }
+
+    #[inline]
+    fn cell(&self, row: usize, hash: u64) -> &AtomicU64 {
+        let seed = self.seeds.get(row).copied().unwrap_or(1);
+        // A multiply-shift hash per row over the table's (already keyed) hash.
+        let column =
+            ((hash ^ seed).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - self.width_bits)) as usize;
+        let index = (row << self.width_bits) | column;
+        // The index is below OVERFLOW_ROWS × width by construction.
+        &self.cells[index]
+    }
+
+    /// The least of the key's cells: at or above the arrival time of the key when it was evicted.
+    fn estimate(&self, hash: u64) -> u64 {
+        (0..OVERFLOW_ROWS)
+            .map(|row| self.cell(row, hash).load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0)
+    }
+
+    fn fold(&self, hash: u64, tat: u64) {
+        for row in 0..OVERFLOW_ROWS {
+            self.cell(row, hash).fetch_max(tat, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<K: Hash + Eq> KeyedState<K> {
@@ -89,7 +159,20 @@ impl<K: Hash + Eq> KeyedState<K> {
             max_keys,
             sweep_cursor: AtomicUsize::new(0),
             refused_when_full: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            overflow: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Where a key without a bucket starts: full (0) unless buckets were evicted, else the
+    /// sketch's estimate. Call it under the lock of the key's shard.
+    #[inline]
+    fn start_of(&self, hash: u64) -> u64 {
+        self.overflow.get().map_or(0, |o| o.estimate(hash))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -159,7 +242,7 @@ impl<K: Hash + Eq> KeyedState<K> {
             // Another thread inserted it between our read and write locks.
             return gcra::decide_atomic(&entry.tat, now, policy, cost);
         }
-        let step = gcra::decide_valid(0, now, policy, cost);
+        let step = gcra::decide_valid(self.start_of(hash), now, policy, cost);
         let Some(new_tat) = step.new_tat else {
             return step.decision; // a denial writes nothing, not even a new entry
         };
@@ -189,7 +272,7 @@ impl<K: Hash + Eq> KeyedState<K> {
             Some(entry) => {
                 gcra::decide_valid(entry.tat.load(Ordering::Relaxed), now, policy, cost).decision
             }
-            None => gcra::decide_valid(0, now, policy, cost).decision,
+            None => gcra::decide_valid(self.start_of(hash), now, policy, cost).decision,
         }
     }
 
@@ -249,7 +332,8 @@ impl<K: Hash + Eq> KeyedState<K> {
                     .find(*hash, |e| e.key.borrow() == item.key)
                     .map(|e| e.tat.load(Ordering::Relaxed))
             });
-            let step = gcra::decide_valid(existing.unwrap_or(0), now, &item.policy, item.cost);
+            let start = existing.unwrap_or_else(|| self.start_of(*hash));
+            let step = gcra::decide_valid(start, now, &item.policy, item.cost);
             allowed &= step.decision.is_allowed();
             steps.push((step, existing.is_some()));
         }
@@ -259,7 +343,17 @@ impl<K: Hash + Eq> KeyedState<K> {
             .iter()
             .filter(|(step, exists)| !exists && step.new_tat.is_some())
             .count();
-        if allowed && newcomers > 0 && !self.take_slots(newcomers) {
+        let mut room = !allowed || newcomers == 0 || self.take_slots(newcomers);
+        if !room {
+            // Make room in the shards already held; their buckets of this request stay.
+            for guard in guards.iter_mut() {
+                self.evict(guard, now, |key| {
+                    items.iter().any(|item| key.borrow() == item.key)
+                });
+            }
+            room = self.take_slots(newcomers);
+        }
+        if !room {
             let decisions = steps
                 .iter()
                 .zip(items)
@@ -325,8 +419,56 @@ impl<K: Hash + Eq> KeyedState<K> {
         let next = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) & self.shard_mask;
         if let Some(mut other) = self.shards.get(next).and_then(|s| s.try_write()) {
             self.sweep(&mut other, now);
+            if self.take_slot() {
+                return true;
+            }
+            self.evict(&mut other, now, |_| false);
+            if self.take_slot() {
+                return true;
+            }
         }
+        // Every bucket is in use: evict the least indebted ones of our own shard.
+        self.evict(guard, now, |_| false);
         self.take_slot()
+    }
+
+    /// Moves the eighth of `shard`'s buckets with the earliest arrival times (all of them when the
+    /// shard is small) into the overflow sketch, keeping those for which `keep` says so. One pass
+    /// per eighth of a shard keeps the cost amortised O(1) per eviction.
+    #[cold]
+    fn evict(&self, shard: &mut Shard<K>, now: u64, keep: impl Fn(&K) -> bool) {
+        let len = shard.table.len();
+        if len == 0 {
+            return;
+        }
+        let mut tats: Vec<u64> = shard
+            .table
+            .iter()
+            .map(|e| e.tat.load(Ordering::Relaxed))
+            .collect();
+        let nth = (len / SWEEP_SHARE_DIVISOR).min(len - 1);
+        let (_, threshold, _) = tats.select_nth_unstable(nth);
+        let threshold = (*threshold).max(now);
+        let overflow = self.overflow.get_or_init(|| Overflow::new(self.max_keys));
+        let mut removed = 0u64;
+        shard.table.retain(|e| {
+            let tat = e.tat.load(Ordering::Relaxed);
+            if tat > threshold || keep(&e.key) {
+                return true;
+            }
+            // A bucket that is full needs no memory of it; one in debt leaves its arrival time.
+            if tat > now {
+                overflow.fold(self.hasher.hash_one(&e.key), tat);
+            }
+            removed += 1;
+            false
+        });
+        self.len.fetch_sub(
+            usize::try_from(removed).unwrap_or(usize::MAX),
+            Ordering::Relaxed,
+        );
+        self.evicted.fetch_add(removed, Ordering::Relaxed);
+        shard.next_sweep_at = shard.table.len().saturating_mul(2).max(shard.sweep_floor);
     }
 
     /// Counts one more bucket if the table has room.

@@ -11,7 +11,8 @@ use crate::store::{Limit, Store, Verdict, validate};
 /// A [`Store`] in this process's memory: the default, and the local fallback of a shared store.
 ///
 /// It keeps the same bounded table as [`KeyedLimiter`](crate::KeyedLimiter): at most `max_keys`
-/// buckets, full ones dropped as it goes, newcomers refused while it is full of active keys.
+/// buckets, full ones dropped as it goes, and when it is full of active keys the least indebted
+/// evicted into an overflow sketch that never lets a returning key start with more than it had.
 ///
 /// ```
 /// use ratelimit_core::{Limit, MemoryStore, Policy, Store};
@@ -73,9 +74,16 @@ impl<C: Clock> MemoryStore<C> {
         self.len() == 0
     }
 
-    /// How many requests were refused because the table was full of active keys.
+    /// How many requests were refused because the table was full of active keys that could not
+    /// be evicted.
     pub fn refused_when_full(&self) -> u64 {
         self.state.refused_when_full()
+    }
+
+    /// How many buckets still in debt were moved into the overflow sketch to make room (see
+    /// [`KeyedLimiter`](crate::KeyedLimiter)).
+    pub fn evicted(&self) -> u64 {
+        self.state.evicted()
     }
 
     /// The decision, synchronously: the store never waits on anything.

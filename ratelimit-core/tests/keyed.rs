@@ -1,4 +1,5 @@
-//! The keyed limiter: bounded memory, refusal instead of eviction, runtime policies, several limits.
+//! The keyed limiter: bounded memory, eviction that never resets a key, runtime policies, several
+//! limits.
 #![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
@@ -34,27 +35,28 @@ fn full_buckets_are_dropped_as_the_limiter_goes() {
 }
 
 #[test]
-fn a_full_table_refuses_newcomers_instead_of_resetting_active_keys() {
+fn a_full_table_serves_newcomers_and_never_resets_an_evicted_key() {
     let policy = Policy::per_hour(2).unwrap();
     let (limiter, clock) = limiter(policy, 8);
     for key in 0..8u64 {
         assert!(limiter.check(&key, 2).unwrap().is_allowed());
     }
     assert_eq!(limiter.len(), 8);
-    // A newcomer finds no room: refused, with a retry-after, and counted.
-    let refused = limiter.check(&100, 1).unwrap();
-    assert!(!refused.is_allowed());
-    assert!(refused.retry_after() > Duration::ZERO);
-    assert_eq!(limiter.refused_when_full(), 1);
-    // The active keys kept their state: none got a fresh bucket.
-    for key in 0..8u64 {
-        assert!(!limiter.check(&key, 1).unwrap().is_allowed());
-    }
-    assert_eq!(limiter.len(), 8);
-    // Once a key is full again, it makes room.
-    clock.advance(Duration::from_secs(3600));
+    // A newcomer finds the table full of spent keys: some are evicted and it is served.
     assert!(limiter.check(&100, 1).unwrap().is_allowed());
+    assert!(limiter.evicted() > 0);
+    assert_eq!(limiter.refused_when_full(), 0);
     assert!(limiter.len() <= 8);
+    // Every evicted key comes back with the debt it left with: none got a fresh bucket.
+    for key in 0..8u64 {
+        assert!(!limiter.check(&key, 1).unwrap().is_allowed(), "key {key}");
+    }
+    assert!(limiter.len() <= 8);
+    // Once the time has passed, they are full again.
+    clock.advance(Duration::from_secs(3600));
+    for key in 0..8u64 {
+        assert!(limiter.check(&key, 1).unwrap().is_allowed());
+    }
 }
 
 #[test]
@@ -123,15 +125,30 @@ fn several_keys_all_or_nothing() {
 
 #[test]
 fn multi_limit_newcomers_respect_the_key_limit() {
-    let (limiter, _clock) = limiter(Policy::per_hour(5).unwrap(), 3);
+    // One shard: eviction during a multi-limit check only looks in the shards the check holds.
+    let limiter: KeyedLimiter<u64, ManualClock> =
+        KeyedLimiterBuilder::new(Policy::per_hour(5).unwrap())
+            .clock(ManualClock::new())
+            .max_keys(3)
+            .shards(1)
+            .build();
     assert!(limiter.check_all(&[(&0, 1), (&1, 1)]).unwrap().0);
-    // Two newcomers but one slot: refused whole, and the existing key is not debited.
+    // Two newcomers but one slot: key 1 (not in the request) is evicted to make room, and the
+    // request's own bucket stays.
     let (allowed, _) = limiter.check_all(&[(&0, 1), (&2, 1), (&3, 1)]).unwrap();
-    assert!(!allowed);
-    assert_eq!(limiter.len(), 2);
-    assert!(limiter.peek(&0, 4).unwrap().is_allowed());
-    assert!(limiter.check_all(&[(&0, 1), (&2, 1)]).unwrap().0);
-    assert_eq!(limiter.len(), 3);
+    assert!(allowed);
+    assert!(limiter.len() <= 3);
+    assert!(limiter.peek(&0, 3).unwrap().is_allowed());
+    assert!(
+        !limiter.peek(&0, 4).unwrap().is_allowed(),
+        "key 0 was debited twice"
+    );
+    // The evicted key comes back with its debt.
+    assert!(limiter.peek(&1, 4).unwrap().is_allowed());
+    assert!(
+        !limiter.peek(&1, 5).unwrap().is_allowed(),
+        "key 1 came back fresh"
+    );
 }
 
 #[test]
