@@ -414,22 +414,36 @@ impl<K: Hash + Eq> KeyedState<K> {
         if self.take_slot() {
             return true;
         }
-        // try_write: we hold one shard's write lock already, and blocking on a second one could
-        // deadlock with a multi-limit check that holds it and waits for ours.
+        // Buckets that are full again elsewhere go before any bucket in debt.
         let next = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) & self.shard_mask;
         if let Some(mut other) = self.shards.get(next).and_then(|s| s.try_write()) {
             self.sweep(&mut other, now);
             if self.take_slot() {
                 return true;
             }
-            self.evict(&mut other, now, |_| false);
-            if self.take_slot() {
-                return true;
+        }
+        // Every bucket here is in use: evict the least indebted ones of our own shard.
+        self.evict(guard, now, |_| false);
+        if self.take_slot() {
+            return true;
+        }
+        // Our shard had nothing to give: the others, round robin. try_write: we hold one shard's
+        // write lock already, and blocking on a second one could deadlock with a multi-limit check
+        // that holds it and waits for ours.
+        for _ in 0..self.shards.len() {
+            let next = self.sweep_cursor.fetch_add(1, Ordering::Relaxed) & self.shard_mask;
+            if let Some(mut other) = self.shards.get(next).and_then(|s| s.try_write()) {
+                self.sweep(&mut other, now);
+                if self.take_slot() {
+                    return true;
+                }
+                self.evict(&mut other, now, |_| false);
+                if self.take_slot() {
+                    return true;
+                }
             }
         }
-        // Every bucket is in use: evict the least indebted ones of our own shard.
-        self.evict(guard, now, |_| false);
-        self.take_slot()
+        false
     }
 
     /// Moves the eighth of `shard`'s buckets with the earliest arrival times (all of them when the
