@@ -331,14 +331,10 @@ async fn callers_keep_the_bound(store: Arc<dyn Store>, callers: usize) {
         admitted.extend(task.await.unwrap());
     }
     admitted.sort();
+    // The bound only: how much a store admits on the real clock depends on how busy the machine
+    // is, so under-admission is measured on a manual clock (ratelimit-core/tests/bound.rs) and in
+    // the benches, never asserted here.
     assert_bound(&admitted, &policy);
-    let elapsed = start.elapsed();
-    let expected = policy.max_admitted(elapsed) as usize;
-    assert!(
-        admitted.len() * 10 >= expected * 7,
-        "only {} of about {expected} requests were admitted: the store under-admits",
-        admitted.len()
-    );
 }
 
 /// Checks `burst + rate × w` over every window spanned by the admitted requests, each given as

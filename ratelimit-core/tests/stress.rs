@@ -5,10 +5,13 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use ratelimit_core::conformance::assert_bound;
-use ratelimit_core::{KeyedLimiter, Limit, MemoryStore, Policy, Store, TokenBucket};
+use ratelimit_core::{
+    KeyedLimiter, KeyedLimiterBuilder, Limit, MemoryStore, Policy, Store, TokenBucket,
+};
 
 const THREADS: usize = 8;
 const RUN_FOR: Duration = Duration::from_millis(400);
+const MAX_KEYS: usize = 1_024;
 
 /// Runs `check` on THREADS threads for RUN_FOR; returns the (before, after) instants of every
 /// admitted call, sorted.
@@ -40,16 +43,14 @@ fn hammer(check: impl Fn(usize) -> bool + Send + Sync + 'static) -> Vec<(Instant
     all
 }
 
-fn assert_near_rate(admitted: usize, policy: &Policy) {
+/// The whole run's total within the bound. Only the upper side: how much is admitted on the real
+/// clock depends on how busy the machine is, so under-admission is measured on the manual clock
+/// (tests/bound.rs matches a reference bucket exactly) and in the benches.
+fn assert_at_most_rate(admitted: usize, policy: &Policy) {
     let at_most = policy.max_admitted(RUN_FOR + Duration::from_millis(100)) as usize;
-    let at_least = policy.max_admitted(RUN_FOR) as usize * 7 / 10;
     assert!(
         admitted <= at_most,
         "{admitted} admitted, at most {at_most} allowed"
-    );
-    assert!(
-        admitted >= at_least,
-        "{admitted} admitted, expected about {at_least}: under-admits"
     );
 }
 
@@ -58,24 +59,41 @@ fn token_bucket_under_threads() {
     let policy = Policy::per_second(2_000).unwrap().with_burst(50).unwrap();
     let bucket = Arc::new(TokenBucket::new(policy));
     let admitted = hammer(move |_| bucket.check(1).unwrap().is_allowed());
-    assert_near_rate(admitted.len(), &policy);
+    assert_at_most_rate(admitted.len(), &policy);
     assert_bound(&admitted, &policy);
 }
 
 #[test]
 fn keyed_limiter_shared_key_under_threads() {
     let policy = Policy::per_second(2_000).unwrap().with_burst(50).unwrap();
-    let limiter: Arc<KeyedLimiter<String>> = Arc::new(KeyedLimiter::new(policy));
+    // A table far smaller than the keys the threads churn through: inserts, sweeps and evictions
+    // race the shared key, which must neither get a fresh bucket nor push the table past its cap.
+    // Keys other than the shared one stay in debt for an hour, so the table is full of active
+    // keys from the start and every new one needs an eviction.
+    let limiter: Arc<KeyedLimiter<String>> = Arc::new(
+        KeyedLimiterBuilder::new(Policy::per_hour(1).unwrap())
+            .max_keys(MAX_KEYS)
+            .build(),
+    );
+    limiter.set_policy("shared".to_string(), policy);
+    for i in 0..MAX_KEYS {
+        assert!(
+            limiter
+                .check(format!("before-{i}").as_str(), 1)
+                .unwrap()
+                .is_allowed()
+        );
+    }
     let shared = limiter.clone();
-    // Every thread also churns through its own keys, so inserts and sweeps race the shared key.
     let admitted = hammer(move |thread| {
         let own = format!("own-{thread}-{}", fastrand_key());
         let _ = shared.check(own.as_str(), 1);
         shared.check("shared", 1).unwrap().is_allowed()
     });
-    assert_near_rate(admitted.len(), &policy);
+    assert_at_most_rate(admitted.len(), &policy);
     assert_bound(&admitted, &policy);
-    assert!(limiter.len() <= limiter.max_keys());
+    assert!(limiter.len() <= MAX_KEYS, "{} buckets held", limiter.len());
+    assert!(limiter.evicted() > 0, "no eviction raced the shared key");
 }
 
 #[test]
@@ -121,7 +139,7 @@ async fn memory_store_under_many_tasks() {
         admitted.extend(task.await.unwrap());
     }
     admitted.sort();
-    assert_near_rate(admitted.len(), &policy);
+    assert_at_most_rate(admitted.len(), &policy);
     assert_bound(&admitted, &policy);
 }
 
