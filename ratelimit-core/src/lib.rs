@@ -60,7 +60,7 @@ pub use decision::Decision;
 pub use error::{PolicyError, RequestError, StoreError, StoreFailure};
 pub use key::BucketKey;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedLimiter, KeyedLimiterBuilder};
-pub use limiter::{DEFAULT_COOLDOWN, DEFAULT_DEADLINE, FailurePolicy, Limiter};
+pub use limiter::{DEFAULT_COOLDOWN, DEFAULT_DEADLINE, FailurePolicy, Limiter, NODE_BREAKERS};
 pub use memory::MemoryStore;
 pub use policy::Policy;
 pub use policy_cell::PolicyCell;

@@ -17,8 +17,11 @@ pub enum FailurePolicy {
     Open,
     /// Deny every request: protection over availability.
     Closed,
-    /// Decide with buckets in this process's memory, same policies. Each replica then enforces the
-    /// limits on its own, so N replicas together admit up to N times a limit until the store is back.
+    /// Decide with buckets in this process's memory, each limit divided by the number of replicas
+    /// ([`Limiter::with_replicas`], from what the deployment declares): every replica enforces its
+    /// share alone ([`Policy::share`](crate::Policy::share)), so N replicas together keep
+    /// `burst + rate × w` when the burst is at least N (else `N + rate × w`). A request whose cost
+    /// is above its share's burst is denied while the store is away.
     #[default]
     LocalFallback,
 }
@@ -28,6 +31,10 @@ pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(50);
 
 /// How long a failed store is left alone unless set otherwise.
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(1);
+
+/// How many circuit breakers a limiter keeps: store nodes ([`Store::node_of`]) share them modulo
+/// this number.
+pub const NODE_BREAKERS: usize = 16;
 
 /// The front of a shared store: validates requests, gives every store call a deadline, and applies
 /// a [`FailurePolicy`] when the store fails.
@@ -55,7 +62,9 @@ pub struct Limiter {
     failure_policy: FailurePolicy,
     deadline: Duration,
     cooldown: Duration,
-    breaker: Breaker,
+    // One per store node: a failed node of a cluster sends only its own keys to the failure policy.
+    breakers: [Breaker; NODE_BREAKERS],
+    replicas: u32,
     fallback: MemoryStore,
     clock: MonotonicClock,
 }
@@ -73,7 +82,8 @@ impl Limiter {
             failure_policy: FailurePolicy::default(),
             deadline: DEFAULT_DEADLINE,
             cooldown: DEFAULT_COOLDOWN,
-            breaker: Breaker::default(),
+            breakers: Default::default(),
+            replicas: 1,
             fallback: MemoryStore::new(),
             clock: MonotonicClock::new(),
         }
@@ -97,9 +107,21 @@ impl Limiter {
         self
     }
 
+    /// Sets how many replicas share the store, so that [`FailurePolicy::LocalFallback`] gives each
+    /// its share of every limit (at least 1; default 1).
+    pub fn with_replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas.max(1);
+        self
+    }
+
     /// The failure policy.
     pub fn failure_policy(&self) -> FailurePolicy {
         self.failure_policy
+    }
+
+    /// How many replicas this limiter assumes share its store.
+    pub fn replicas(&self) -> u32 {
+        self.replicas
     }
 
     /// The store this limiter fronts.
@@ -107,9 +129,25 @@ impl Limiter {
         &self.store
     }
 
-    /// Whether the last store call succeeded (the breaker is closed).
+    /// Whether the last store call to every node succeeded (every breaker is closed).
     pub fn store_healthy(&self) -> bool {
-        self.breaker.is_closed()
+        self.breakers.iter().all(Breaker::is_closed)
+    }
+
+    /// The breakers of the nodes that hold `limits`' keys, as a bit set.
+    fn nodes_of(&self, limits: &[Limit<'_>]) -> u32 {
+        limits.iter().fold(0, |set, limit| {
+            set | 1 << (self.store.node_of(limit.key) % NODE_BREAKERS)
+        })
+    }
+
+    /// Whether every node of the request may be called now (see [`Breaker::admits`]).
+    fn nodes_admit(&self, nodes: u32, now: u64) -> bool {
+        self.breakers
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| nodes & (1 << i) != 0)
+            .all(|(_, breaker)| breaker.admits(now, self.cooldown))
     }
 
     /// Checks a request against all `limits`, all-or-nothing, within the deadline. Only an invalid
@@ -120,12 +158,12 @@ impl Limiter {
             return answer;
         }
         validate(limits)?;
-        let now = self.clock.now();
-        if !self.breaker.admits(now, self.cooldown) {
+        let nodes = self.nodes_of(limits);
+        if !self.nodes_admit(nodes, self.clock.now()) {
             return self.on_failure(limits, StoreFailure::CircuitOpen);
         }
         let outcome = tokio::time::timeout(self.deadline, self.store.acquire(limits)).await;
-        self.settle(limits, outcome)
+        self.settle(limits, nodes, outcome)
     }
 
     /// [`acquire`](Self::acquire) without a future, when the store decides in this process
@@ -144,12 +182,12 @@ impl Limiter {
     /// by the failure policy as for `acquire`.
     pub async fn peek(&self, limits: &[Limit<'_>]) -> Result<Verdict, RequestError> {
         validate(limits)?;
-        let now = self.clock.now();
-        if !self.breaker.admits(now, self.cooldown) {
+        let nodes = self.nodes_of(limits);
+        if !self.nodes_admit(nodes, self.clock.now()) {
             return self.on_failure(limits, StoreFailure::CircuitOpen);
         }
         let outcome = tokio::time::timeout(self.deadline, self.store.peek(limits)).await;
-        self.settle(limits, outcome)
+        self.settle(limits, nodes, outcome)
     }
 
     /// Fills `key`'s bucket up again, in the store and in the local fallback.
@@ -164,19 +202,27 @@ impl Limiter {
     fn settle(
         &self,
         limits: &[Limit<'_>],
+        nodes: u32,
         outcome: Result<Result<Verdict, StoreError>, tokio::time::error::Elapsed>,
     ) -> Result<Verdict, RequestError> {
+        let involved = self
+            .breakers
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| nodes & (1 << i) != 0)
+            .map(|(_, breaker)| breaker);
         let error = match outcome {
             Ok(Ok(verdict)) => {
-                self.breaker.close();
+                involved.for_each(Breaker::close);
                 return Ok(verdict);
             }
             Ok(Err(StoreError::Request(error))) => return Err(error),
             Ok(Err(error)) => error,
             Err(_) => StoreError::Timeout(self.deadline),
         };
-        self.breaker
-            .open(self.clock.now().saturating_add(duration_ns(self.cooldown)));
+        // Which of the request's nodes failed is not known: all of them wait out the cooldown.
+        let until = self.clock.now().saturating_add(duration_ns(self.cooldown));
+        involved.for_each(|breaker| breaker.open(until));
         self.on_failure(limits, error.kind())
     }
 
@@ -205,14 +251,42 @@ impl Limiter {
                     })
                     .collect(),
             ),
-            FailurePolicy::LocalFallback => match self.fallback.acquire_now(limits) {
-                Ok(verdict) => verdict,
-                Err(StoreError::Request(error)) => return Err(error),
-                // The memory store has no other failure; deny rather than invent an answer.
-                Err(_) => Verdict::new(false, Vec::new()),
-            },
+            FailurePolicy::LocalFallback => self.local_share(limits),
         };
         Ok(verdict.degraded(failure))
+    }
+}
+
+impl Limiter {
+    /// Decides `limits` on this replica's share of each, in local buckets.
+    fn local_share(&self, limits: &[Limit<'_>]) -> Verdict {
+        let deny = |limits: &[Limit<'_>]| {
+            Verdict::new(
+                false,
+                limits
+                    .iter()
+                    .map(|l| {
+                        Decision::new(false, l.policy.burst(), 0, self.cooldown, self.cooldown)
+                    })
+                    .collect(),
+            )
+        };
+        let mut shares: smallvec::SmallVec<[Limit<'_>; 4]> = smallvec::SmallVec::new();
+        for limit in limits {
+            match limit.policy.share(self.replicas) {
+                // A cost that the share can never hold is denied, not an error: the request was
+                // valid, only the store is away.
+                Ok(policy) if limit.cost <= policy.burst() => {
+                    shares.push(Limit { policy, ..*limit });
+                }
+                _ => return deny(limits),
+            }
+        }
+        // The memory store fails only on invalid requests, which `shares` is not; deny rather than
+        // invent an answer if it ever does.
+        self.fallback
+            .acquire_now(&shares)
+            .unwrap_or_else(|_| deny(limits))
     }
 }
 
@@ -222,6 +296,7 @@ impl std::fmt::Debug for Limiter {
             .field("failure_policy", &self.failure_policy)
             .field("deadline", &self.deadline)
             .field("cooldown", &self.cooldown)
+            .field("replicas", &self.replicas)
             .field("store_healthy", &self.store_healthy())
             .finish_non_exhaustive()
     }

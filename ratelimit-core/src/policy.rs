@@ -115,6 +115,18 @@ impl Policy {
         self.emission_interval_ns
     }
 
+    /// This policy's share on one of `parts` deciders that each enforce it alone (replicas falling
+    /// back to local buckets): the rate divided by `parts` and the burst too, but never below 1.
+    /// Together the parts admit at most `parts × max(1, burst / parts) + rate × w` over a window
+    /// `w`: the policy's own bound when `burst >= parts`.
+    pub fn share(&self, parts: u32) -> Result<Policy, PolicyError> {
+        let parts = parts.max(1);
+        Policy::from_parts(
+            self.emission_interval_ns.saturating_mul(u64::from(parts)),
+            (self.burst / parts).max(1),
+        )
+    }
+
     /// Time for an empty bucket to fill up again: burst × emission interval, in nanoseconds.
     pub fn tolerance_ns(&self) -> u64 {
         self.tolerance_ns

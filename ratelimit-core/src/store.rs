@@ -149,6 +149,14 @@ pub trait Store: Send + Sync {
     fn resolution_ns(&self) -> u64 {
         1
     }
+
+    /// Which of the store's nodes holds `key`, as a small number (0 for a store of one node). A
+    /// [`Limiter`](crate::Limiter) keeps one circuit breaker per node, so one failed node of a
+    /// cluster does not send every key to the failure policy.
+    fn node_of(&self, key: &str) -> usize {
+        let _ = key;
+        0
+    }
 }
 
 #[async_trait]
@@ -171,6 +179,10 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
 
     fn resolution_ns(&self) -> u64 {
         (**self).resolution_ns()
+    }
+
+    fn node_of(&self, key: &str) -> usize {
+        (**self).node_of(key)
     }
 }
 
