@@ -253,6 +253,29 @@ fn peer_rate(heavy: &[crate::sketch::HeavyHitter]) -> f64 {
 /// Keys whose history is kept: the heavy hitters of recent ticks, bounded.
 const KEY_HISTORY: usize = 4096;
 
+/// The history of `key` in `histories`, made when missing. When the table is full, the history
+/// seen least often makes room: a flood of one-tick keys only displaces its own kind, and the
+/// histories of keys seen for a long time survive any churn (starting over when full, as before,
+/// let an attacker wipe every key's past by cycling keys through the heavy hitters).
+fn remember<K: std::hash::Hash + Eq + Clone>(
+    histories: &mut HashMap<K, Ewma>,
+    key: K,
+    half_life: f64,
+) -> &mut Ewma {
+    if histories.len() >= KEY_HISTORY && !histories.contains_key(&key) {
+        let newest = histories
+            .iter()
+            .min_by_key(|(_, history)| history.seen())
+            .map(|(k, _)| k.clone());
+        if let Some(newest) = newest {
+            histories.remove(&newest);
+        }
+    }
+    histories
+        .entry(key)
+        .or_insert_with(|| Ewma::with_half_life(half_life))
+}
+
 impl Controller {
     /// A controller in the normal state.
     pub fn new(config: ControllerConfig) -> Self {
@@ -492,14 +515,7 @@ impl Controller {
     fn learn(&mut self, stats: &TickStats) {
         self.traffic.update(stats.requests as f64);
         for hitter in &stats.dimension(Dimension::Route).heavy {
-            if self.route_history.len() >= KEY_HISTORY
-                && !self.route_history.contains_key(&hitter.key)
-            {
-                self.route_history.clear();
-            }
-            self.route_history
-                .entry(hitter.key.clone())
-                .or_insert_with(|| Ewma::with_half_life(300.0))
+            remember(&mut self.route_history, hitter.key.clone(), 300.0)
                 .update(f64::from(hitter.count));
         }
         self.sources
@@ -662,7 +678,7 @@ impl Controller {
         }
     }
 
-    /// Folds the heavy hitters' rates into their histories (bounded: when full, start over).
+    /// Folds the heavy hitters' rates into their histories (bounded: see [`remember`]).
     fn learn_keys(&mut self, stats: &TickStats) {
         for &dimension in &self.config.key_dimensions {
             for hitter in &stats.dimension(dimension).heavy {
@@ -670,13 +686,7 @@ impl Controller {
                 if self.penalties.contains_key(&id) {
                     continue;
                 }
-                if self.key_history.len() >= KEY_HISTORY && !self.key_history.contains_key(&id) {
-                    self.key_history.clear();
-                }
-                self.key_history
-                    .entry(id)
-                    .or_insert_with(|| Ewma::with_half_life(60.0))
-                    .update(f64::from(hitter.count));
+                remember(&mut self.key_history, id, 60.0).update(f64::from(hitter.count));
             }
         }
     }
@@ -700,6 +710,46 @@ mod tests {
         };
         stats.dimensions[0].distinct = sources;
         stats
+    }
+
+    /// An attacker cycling thousands of fresh keys through the heavy hitters must not wipe the
+    /// history of a key seen for a long time.
+    #[test]
+    fn churning_the_heavy_hitters_does_not_wipe_an_established_history() {
+        use crate::sketch::HeavyHitter;
+        let mut controller = Controller::new(ControllerConfig::default());
+        let hitter = |key: String, count: u32| HeavyHitter {
+            key,
+            hash: 0,
+            count,
+        };
+        for _ in 0..30 {
+            let mut stats = tick(1000, 20, 0);
+            stats.dimensions[0].heavy = vec![hitter("established".into(), 50)];
+            controller.on_tick(&stats);
+        }
+        let id = (Dimension::Client, "established".to_string());
+        assert!(
+            controller
+                .key_history
+                .get(&id)
+                .is_some_and(|h| h.seen() >= 30)
+        );
+        for round in 0..(KEY_HISTORY as u32 * 3 / 64) {
+            let mut stats = tick(1000, 20, 0);
+            stats.dimensions[0].heavy = (0..64)
+                .map(|i| hitter(format!("churn-{round}-{i}"), 40))
+                .collect();
+            controller.on_tick(&stats);
+        }
+        assert!(controller.key_history.len() <= KEY_HISTORY);
+        assert!(
+            controller
+                .key_history
+                .get(&id)
+                .is_some_and(|h| h.seen() >= 30),
+            "the established key's history was wiped by churn"
+        );
     }
 
     #[test]
