@@ -893,4 +893,30 @@ mod tests {
         }
         assert_eq!(controller.factor(), 1.0);
     }
+
+    /// Whatever the traffic does after a flood (it stops dead, it falls to a trickle, it comes
+    /// back at its usual level), a tightening relaxes once the traffic is calm.
+    #[test]
+    fn a_tightening_always_relaxes_once_traffic_is_calm() {
+        for after in [0u64, 1, 50, 1_000] {
+            let config = ControllerConfig::default();
+            let mut controller = warmed_up(config.clone());
+            for _ in 0..20 {
+                controller.on_tick(&tick(20_000, 200, 2_000));
+            }
+            assert!(controller.factor() < 1.0, "the flood was not mitigated");
+            let ticks = config.quiet_ticks as usize + 9 + 5;
+            for _ in 0..ticks {
+                controller.on_tick(&tick(after, 5, 0));
+            }
+            assert_eq!(
+                controller.factor(),
+                1.0,
+                "still tightened {} ticks after the flood gave way to {after} requests a tick \
+                 (state {:?})",
+                ticks,
+                controller.state()
+            );
+        }
+    }
 }
