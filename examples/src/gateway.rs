@@ -13,7 +13,7 @@ use axum::extract::State;
 use axum::http::{Request, Response};
 use axum::response::Html;
 use axum::routing::get;
-use ratelimit_anomaly::tower::{AnomalyTask, TowerActuator, TowerObserver, spawn};
+use ratelimit_anomaly::tower::{AnomalyTask, TowerActuator, TowerObserver, newcomer_rule, spawn};
 use ratelimit_anomaly::{Action, Controller, ControllerConfig, Dimension, Monitor};
 use ratelimit_core::{Limiter, MemoryStore, Policy, PolicyError};
 use ratelimit_tower::{
@@ -193,12 +193,16 @@ pub async fn start(
     let trusted = TrustedProxies::parse(config.trusted_proxies.iter().map(String::as_str))?
         .with_header(config.forwarded_header.clone())
         .with_prefixes(config.prefixes);
+    // Clients the monitor has not seen before an anomaly share one budget while the controller
+    // asks for it; otherwise the rule lets everything through unlooked at.
+    let (newcomers, gate) = newcomer_rule(monitor.clone(), trusted.clone(), "newcomers")?;
     let layer = RateLimitLayer::builder(limiter.clone())
         .rule(Rule::new(
             "per-client",
             KeyExtractor::ClientIp(trusted.clone()),
             Policy::per_second(config.per_client)?,
         ))
+        .rule(newcomers)
         .rule(Rule::new(
             "global",
             KeyExtractor::Global,
@@ -215,7 +219,11 @@ pub async fn start(
     let anomaly = Arc::new(spawn(
         monitor,
         Controller::new(config.anomaly),
-        TowerActuator::new(handle.clone(), "global")?,
+        TowerActuator::new(handle.clone(), "global")?.with_newcomer_rule(
+            "newcomers",
+            gate,
+            tick,
+        )?,
         tick,
     ));
     let upstream = Upstream {
@@ -336,6 +344,13 @@ fn status_page(handle: &RateLimitHandle, anomaly: &AnomalyTask, store_healthy: b
                 factor,
                 reason,
             } => (format!("{route} limit x{factor:.2}"), reason),
+            Action::LimitNewcomers { per_tick, reason } => (
+                format!(
+                    "newcomers share {per_tick} requests a tick; established clients untouched"
+                ),
+                reason,
+            ),
+            Action::LiftNewcomers { reason } => ("newcomers' budget lifted".to_string(), reason),
         };
         let _ = write!(
             page,

@@ -121,27 +121,38 @@ fn ticks(value: Option<u32>) -> String {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     println!(
-        "{:<22} {:>8} {:>9} {:>9} {:>7} {:>12} {:>14} {:>8}",
+        "{:<26} {:>7} {:>8} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
         "scenario",
         "detect",
         "mitigate",
-        "precision",
-        "recall",
-        "legit lim.",
-        "legit lim. atk",
+        "global",
+        "atk lim.",
+        "atk >10s",
+        "est. bef",
+        "est. dur",
+        "est. >10s",
+        "new dur",
+        "est. aft",
+        "new aft",
         "relax"
     );
     for scenario in Scenario::all() {
         let outcome = run(&scenario, ControllerConfig::default());
+        let pct = |v: f64| format!("{:.2}%", 100.0 * v);
         println!(
-            "{:<22} {:>8} {:>9} {:>9.2} {:>7.3} {:>11.2}% {:>13.2}% {:>8}",
+            "{:<26} {:>7} {:>8} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
             outcome.name,
             ticks(outcome.time_to_detect),
             ticks(outcome.time_to_mitigate),
-            outcome.precision,
-            outcome.recall,
-            100.0 * outcome.legitimate_limited,
-            100.0 * outcome.legitimate_limited_during,
+            ticks(outcome.time_to_tighten_global),
+            pct(outcome.attack_limited),
+            pct(outcome.attack_limited_after_10),
+            pct(outcome.before.established),
+            pct(outcome.during.established),
+            pct(outcome.during_after_10.established),
+            pct(outcome.during.newcomers),
+            pct(outcome.after.established),
+            pct(outcome.after.newcomers),
             ticks(outcome.time_to_relax),
         );
         if let Some(dir) = &args.plot {

@@ -59,7 +59,11 @@ impl<C: Clock> Actuator for KeyedLimiterActuator<C> {
                 self.limiter.set_default_policy(scaled(self.base, *factor))
             }
             // A keyed limiter has no routes; route limits live in a layer's rules.
-            Action::ScaleRoute { .. } => {}
+            // A bare keyed limiter has neither routes nor a rule for newcomers: these actions need
+            // the tower actuator.
+            Action::ScaleRoute { .. }
+            | Action::LimitNewcomers { .. }
+            | Action::LiftNewcomers { .. } => {}
         }
     }
 }

@@ -66,6 +66,14 @@ pub struct ControllerConfig {
     pub allow_list: Vec<String>,
     /// Report actions without applying them.
     pub shadow: bool,
+    /// Newcomers' requests (clients not established, see [`Cohorts`](crate::Cohorts)) above this
+    /// multiple of their normal level, during an anomaly that hurts the backend, are met with a
+    /// shared budget for newcomers before the global limit is touched.
+    pub newcomer_factor: f64,
+    /// The newcomers' budget per tick: this multiple of their normal requests per tick...
+    pub newcomer_headroom: f64,
+    /// ... and at least this many.
+    pub newcomer_floor: u32,
     /// Score each tick's feature vector (rate, limited and error ratios, latency, sources, top
     /// share, entropy) with a random cut forest; a score at or above `forest_threshold` is
     /// suspicious. `None`: off.
@@ -99,6 +107,9 @@ impl Default for ControllerConfig {
             penalty_ttl: Duration::from_secs(300),
             allow_list: Vec::new(),
             shadow: false,
+            newcomer_factor: 3.0,
+            newcomer_headroom: 1.0,
+            newcomer_floor: 10,
             #[cfg(feature = "forest")]
             forest: None,
             #[cfg(feature = "forest")]
@@ -137,6 +148,8 @@ pub enum Signal {
     RouteRate,
     /// A sustained rise of the global rate (a one-sided CUSUM over its baseline).
     SustainedShift,
+    /// Requests from identities that were not here before the anomaly, against their normal level.
+    NewcomerSurge,
     /// Traffic calm again.
     Calm,
     /// A penalty's time to live ran out.
@@ -192,6 +205,19 @@ pub enum Action {
         /// Why.
         reason: Reason,
     },
+    /// Hold every client that is not established to one shared budget of `per_tick` requests a
+    /// tick; established clients keep their limits.
+    LimitNewcomers {
+        /// Requests a tick for all newcomers together.
+        per_tick: u32,
+        /// Why.
+        reason: Reason,
+    },
+    /// Lift the newcomers' budget.
+    LiftNewcomers {
+        /// Why.
+        reason: Reason,
+    },
     /// Set the global limit to `factor` times its configured value.
     ScaleGlobal {
         /// The new multiple (between the floor and 1).
@@ -224,6 +250,9 @@ pub struct Controller {
     sources: Ewma,
     latency: Ewma,
     errors: Ewma,
+    newcomers: Ewma,
+    newcomer_budget: Option<u32>,
+    last_healthy: bool,
     key_history: HashMap<(Dimension, String), Ewma>,
     route_history: HashMap<String, Ewma>,
     route_factors: HashMap<String, f64>,
@@ -249,6 +278,9 @@ fn peer_rate(heavy: &[crate::sketch::HeavyHitter]) -> f64 {
     counts.sort_unstable();
     f64::from(counts[counts.len() / 2]).max(1.0)
 }
+
+/// Responses to established clients in a tick needed to judge health on them alone.
+const ESTABLISHED_HEALTH_MIN: u64 = 50;
 
 /// Keys whose history is kept: the heavy hitters of recent ticks, bounded.
 const KEY_HISTORY: usize = 4096;
@@ -298,6 +330,9 @@ impl Controller {
             sources: Ewma::with_half_life(300.0),
             latency: Ewma::with_half_life(300.0),
             errors: Ewma::with_half_life(300.0),
+            newcomers: Ewma::with_half_life(300.0),
+            newcomer_budget: None,
+            last_healthy: true,
             key_history: HashMap::new(),
             route_history: HashMap::new(),
             route_factors: HashMap::new(),
@@ -343,6 +378,7 @@ impl Controller {
         let score = self.detector.update(requests);
         self.last_score = score;
         let healthy = self.healthy(stats);
+        self.last_healthy = healthy;
         let elevated = self.traffic.seen() > 10
             && requests > self.config.elevated_factor * self.traffic.mean()
             && requests > self.traffic.mean() + 4.0 * self.traffic.std_dev();
@@ -506,14 +542,24 @@ impl Controller {
         if self.latency.seen() < 10 {
             return true; // nothing to compare with yet
         }
-        let p99 = stats.latency_p99.as_secs_f64();
+        // The established clients' own health when there are enough of their responses: an
+        // attacker's slow or failing requests say nothing about how the backend serves others.
+        let (p99, error_ratio) = if stats.established_responses >= ESTABLISHED_HEALTH_MIN {
+            (
+                stats.established_latency_p99.as_secs_f64(),
+                stats.established_server_errors as f64 / stats.established_responses as f64,
+            )
+        } else {
+            (stats.latency_p99.as_secs_f64(), stats.error_ratio())
+        };
         let slow = p99 > self.config.latency_factor * self.latency.mean().max(1e-6);
-        let failing = stats.error_ratio() > self.errors.mean() + self.config.error_margin;
+        let failing = error_ratio > self.errors.mean() + self.config.error_margin;
         !(slow || failing)
     }
 
     fn learn(&mut self, stats: &TickStats) {
         self.traffic.update(stats.requests as f64);
+        self.newcomers.update(stats.newcomer_requests as f64);
         for hitter in &stats.dimension(Dimension::Route).heavy {
             remember(&mut self.route_history, hitter.key.clone(), 300.0)
                 .update(f64::from(hitter.count));
@@ -530,6 +576,28 @@ impl Controller {
     /// over its normal level is at least 80% of the total rise); otherwise the global limit.
     fn tighten(&mut self, stats: &TickStats, reason: Reason, actions: &mut Vec<Action>) {
         self.last_tightened = self.tick;
+        // The cohort that arrived with the anomaly first: a shared budget for newcomers sized from
+        // their normal level, before anyone who was already here is touched.
+        let newcomers = stats.newcomer_requests as f64;
+        let normal = self.newcomers.mean();
+        if self.newcomer_budget.is_none()
+            && self.newcomers.seen() > 10
+            && newcomers > self.config.newcomer_factor * normal.max(1.0)
+        {
+            let budget = ((self.config.newcomer_headroom * normal).ceil() as u32)
+                .max(self.config.newcomer_floor);
+            self.newcomer_budget = Some(budget);
+            actions.push(Action::LimitNewcomers {
+                per_tick: budget,
+                reason: Reason {
+                    signal: Signal::NewcomerSurge,
+                    observed: newcomers,
+                    baseline: normal,
+                    ..reason
+                },
+            });
+            return;
+        }
         if let Some((route, rate, normal)) = self.surging_route(stats) {
             let before = self.route_factors.get(&route).copied().unwrap_or(1.0);
             let factor = (before * self.config.tighten_factor).max(self.config.floor);
@@ -606,8 +674,32 @@ impl Controller {
             });
         }
         if self.factor >= 1.0 && self.route_factors.is_empty() {
+            if self.newcomer_budget.take().is_some() {
+                actions.push(Action::LiftNewcomers { reason: calm });
+            }
             self.state = State::Normal;
         }
+    }
+
+    /// Whether the monitor's [`Cohorts`](crate::Cohorts) learn who is established now: in the
+    /// normal state, and while suspect on a healthy backend (the daily peak, a flash crowd that is
+    /// only watched), never once anything is mitigated. Drivers pass this to
+    /// [`Cohorts::set_learning`](crate::Cohorts::set_learning) after every tick.
+    ///
+    /// The price: sources that flood a healthy backend for more than an epoch before it hurts are
+    /// established when it starts to (a slow ramp); the global limit still meets them then.
+    pub fn learning(&self) -> crate::cohort::Learning {
+        use crate::cohort::Learning;
+        match self.state {
+            State::Normal => Learning::On,
+            State::Suspect if self.last_healthy && self.newcomer_budget.is_none() => Learning::On,
+            _ => Learning::Off,
+        }
+    }
+
+    /// The newcomers' budget in force, if any.
+    pub fn newcomer_budget(&self) -> Option<u32> {
+        self.newcomer_budget
     }
 
     fn expire_penalties(&mut self, actions: &mut Vec<Action>) {

@@ -49,6 +49,7 @@
 
 mod actuator;
 mod baseline;
+pub mod cohort;
 mod controller;
 mod detector;
 #[cfg(feature = "forest")]
@@ -62,6 +63,7 @@ pub mod tower;
 
 pub use actuator::{Actuator, KeyedLimiterActuator, scaled};
 pub use baseline::Ewma;
+pub use cohort::{CohortConfig, Cohorts, Learning};
 pub use controller::{Action, Controller, ControllerConfig, Decided, Reason, Signal, State};
 pub use detector::{DetectorConfig, RateDetector};
 pub use monitor::{Dimension, DimensionStats, Monitor, MonitorConfig, RequestEvent, TickStats};

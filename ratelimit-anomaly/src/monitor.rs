@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::cohort::{CohortConfig, Cohorts};
 use crate::sketch::{CountMin, HeavyHitter, HyperLogLog, TopK, hash_key};
 
 /// The ways requests are keyed: each has its own sketches.
@@ -49,6 +50,8 @@ pub struct MonitorConfig {
     pub sketch_width: usize,
     /// Heavy hitters kept per dimension and window.
     pub top_k: usize,
+    /// The established-client sets ([`Cohorts`]).
+    pub cohorts: CohortConfig,
 }
 
 impl Default for MonitorConfig {
@@ -56,6 +59,10 @@ impl Default for MonitorConfig {
         MonitorConfig {
             sketch_width: 16_384,
             top_k: 32,
+            cohorts: CohortConfig {
+                capacity: 1 << 18,
+                ..CohortConfig::default()
+            },
         }
     }
 }
@@ -79,6 +86,12 @@ pub struct Monitor {
     responses: AtomicU64,
     in_flight: AtomicI64,
     latency: [AtomicU64; LATENCY_BUCKETS],
+    cohorts: Cohorts,
+    newcomer_requests: AtomicU64,
+    newcomer_limited: AtomicU64,
+    established_responses: AtomicU64,
+    established_server_errors: AtomicU64,
+    established_latency: [AtomicU64; LATENCY_BUCKETS],
 }
 
 /// What one tick saw of one dimension.
@@ -115,6 +128,16 @@ pub struct TickStats {
     pub latency_p99: Duration,
     /// Per dimension, in [`Dimension::ALL`] order.
     pub dimensions: [DimensionStats; 3],
+    /// Requests from clients that are not established ([`Cohorts`]), and of those the limited.
+    pub newcomer_requests: u64,
+    /// Newcomers' requests that a limit refused.
+    pub newcomer_limited: u64,
+    /// Responses to established clients ([`Monitor::record_response_of`]).
+    pub established_responses: u64,
+    /// ... of which 5xx.
+    pub established_server_errors: u64,
+    /// 99th percentile latency of the responses to established clients.
+    pub established_latency_p99: Duration,
 }
 
 impl TickStats {
@@ -156,7 +179,23 @@ impl Monitor {
             responses: AtomicU64::new(0),
             in_flight: AtomicI64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            cohorts: Cohorts::new(config.cohorts),
+            newcomer_requests: AtomicU64::new(0),
+            newcomer_limited: AtomicU64::new(0),
+            established_responses: AtomicU64::new(0),
+            established_server_errors: AtomicU64::new(0),
+            established_latency: std::array::from_fn(|_| AtomicU64::new(0)),
         }
+    }
+
+    /// The established-client sets: the controller's driver turns their learning on and off.
+    pub fn cohorts(&self) -> &Cohorts {
+        &self.cohorts
+    }
+
+    /// Whether `client` is established (seen in the normal state over two epochs).
+    pub fn is_established(&self, client: &str) -> bool {
+        self.cohorts.is_established(hash_key(client))
     }
 
     /// Bytes of sketches and counters held (fixed at construction).
@@ -165,6 +204,7 @@ impl Monitor {
             .iter()
             .map(|d| d.counts.memory() + 4096)
             .sum::<usize>()
+            + self.cohorts.memory()
             + std::mem::size_of::<Self>()
     }
 
@@ -185,6 +225,12 @@ impl Monitor {
             if let Some(key) = key {
                 let sketch = &self.dimensions[dimension];
                 let hash = hash_key(key);
+                if dimension == Dimension::Client.index() && !self.cohorts.observe(hash) {
+                    self.newcomer_requests.fetch_add(1, Ordering::Relaxed);
+                    if event.limited {
+                        self.newcomer_limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 let estimate = sketch.counts.add(hash, 1);
                 sketch.distinct.add(hash);
                 sketch.top.offer(key, hash, estimate);
@@ -213,18 +259,32 @@ impl Monitor {
             }
             _ => {}
         }
-        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-        let bucket = (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1);
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency[latency_bucket(latency)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// [`record_response`](Self::record_response), also counted in the established clients'
+    /// health when `client` is established: the controller's health gate reads that cohort, so
+    /// that an attacker's own failing or slow requests cannot make the backend look unhealthy.
+    #[inline]
+    pub fn record_response_of(&self, client: Option<&str>, status: u16, latency: Duration) {
+        self.record_response(status, latency);
+        if status == 429 || !client.is_some_and(|c| self.is_established(c)) {
+            return;
+        }
+        self.established_responses.fetch_add(1, Ordering::Relaxed);
+        if (500..=599).contains(&status) {
+            self.established_server_errors
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        self.established_latency[latency_bucket(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ends the tick: returns what it saw and starts the next. Call from one thread, once a tick.
     pub fn tick(&self) -> TickStats {
         let requests = self.requests.swap(0, Ordering::Relaxed);
-        let mut latency = [0u64; LATENCY_BUCKETS];
-        for (bucket, counter) in latency.iter_mut().zip(&self.latency) {
-            *bucket = counter.swap(0, Ordering::Relaxed);
-        }
+        let latency = drain(&self.latency);
+        let established_latency = drain(&self.established_latency);
+        self.cohorts.tick();
         let dimensions = std::array::from_fn(|i| {
             let sketch = &self.dimensions[i];
             sketch.counts.rotate();
@@ -248,8 +308,26 @@ impl Monitor {
             latency_p50: percentile(&latency, 0.5),
             latency_p99: percentile(&latency, 0.99),
             dimensions,
+            newcomer_requests: self.newcomer_requests.swap(0, Ordering::Relaxed),
+            newcomer_limited: self.newcomer_limited.swap(0, Ordering::Relaxed),
+            established_responses: self.established_responses.swap(0, Ordering::Relaxed),
+            established_server_errors: self.established_server_errors.swap(0, Ordering::Relaxed),
+            established_latency_p99: percentile(&established_latency, 0.99),
         }
     }
+}
+
+fn latency_bucket(latency: Duration) -> usize {
+    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)
+}
+
+fn drain(buckets: &[AtomicU64; LATENCY_BUCKETS]) -> [u64; LATENCY_BUCKETS] {
+    let mut out = [0u64; LATENCY_BUCKETS];
+    for (bucket, counter) in out.iter_mut().zip(buckets) {
+        *bucket = counter.swap(0, Ordering::Relaxed);
+    }
+    out
 }
 
 /// Top share and entropy from the heavy hitters, treating the rest as spread evenly over the

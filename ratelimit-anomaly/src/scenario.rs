@@ -7,7 +7,7 @@
 //! fixed capacity answers what is admitted: past its capacity its latency climbs and it fails
 //! requests, which is what the controller's health gate sees.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::controller::{Action, Controller, ControllerConfig, State};
@@ -125,6 +125,14 @@ impl Scenario {
                     per_source: 4,
                 },
             ),
+            // Thousands of new sources, each at a modest client's rate, five times the normal load.
+            Self::base(
+                "distributed flood 5x",
+                Attack::DistributedFlood {
+                    sources: 2_500,
+                    per_source: 2,
+                },
+            ),
             Self::base(
                 "slow ramp",
                 Attack::SlowRamp {
@@ -149,6 +157,18 @@ impl Scenario {
                     Attack::FlashCrowd {
                         sources: 3_000,
                         per_source: 2,
+                    },
+                )
+            },
+            // Thousands of real newcomers on the default backend: healthy, so left alone.
+            Scenario {
+                capacity: 20_000,
+                global_limit: 30_000,
+                ..Self::base(
+                    "flash crowd of 5,000",
+                    Attack::FlashCrowd {
+                        sources: 5_000,
+                        per_source: 1,
                     },
                 )
             },
@@ -218,6 +238,16 @@ pub struct TickRecord {
     pub actions: usize,
 }
 
+/// Shares of legitimate requests limited, split by who sent them.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct CohortShares {
+    /// Clients that were already there: seen before the attack in two epochs of the monitor's
+    /// cohorts (the ground truth, kept apart from the monitor's own sets).
+    pub established: f64,
+    /// Every other legitimate client (first seen recently, or during the attack).
+    pub newcomers: f64,
+}
+
 /// How a scenario went.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -225,8 +255,23 @@ pub struct Outcome {
     pub name: &'static str,
     /// Ticks from the attack's start to the first action (key penalty or global tightening).
     pub time_to_detect: Option<u32>,
-    /// Ticks from the attack's start to the first global tightening.
+    /// Ticks from the attack's start to the first mitigation: the newcomers' budget or a global
+    /// tightening.
     pub time_to_mitigate: Option<u32>,
+    /// Ticks from the attack's start to the first global tightening.
+    pub time_to_tighten_global: Option<u32>,
+    /// Share of attack requests limited over the whole attack.
+    pub attack_limited: f64,
+    /// Share of attack requests limited from ten ticks into the attack to its end.
+    pub attack_limited_after_10: f64,
+    /// Legitimate requests limited before the attack, by cohort.
+    pub before: CohortShares,
+    /// ... while it ran.
+    pub during: CohortShares,
+    /// ... from ten ticks into the attack to its end (once mitigation has had time to act).
+    pub during_after_10: CohortShares,
+    /// ... after it.
+    pub after: CohortShares,
     /// Of the keys penalised, the share that were attack sources.
     pub precision: f64,
     /// Of the attack sources, the share penalised.
@@ -235,10 +280,10 @@ pub struct Outcome {
     pub legitimate_limited: f64,
     /// Share of legitimate requests limited while the attack ran.
     pub legitimate_limited_during: f64,
-    /// Ticks from the attack's end until the global limit was back at 1 (None: never tightened
-    /// or never back).
+    /// Ticks from the attack's end until every mitigation was lifted (None: never mitigated or
+    /// never lifted).
     pub time_to_relax: Option<u32>,
-    /// Whether the global limit was ever tightened.
+    /// Whether anything was mitigated (a newcomers' budget or the global limit).
     pub mitigated: bool,
     /// Tick by tick.
     pub ticks: Vec<TickRecord>,
@@ -295,6 +340,21 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
     let (mut first_action, mut first_tighten, mut relaxed_at) = (None, None, None);
     let (mut legit_total, mut legit_limited) = (0u64, 0u64);
     let (mut legit_during, mut legit_limited_during) = (0u64, 0u64);
+    let mut first_global = None;
+    let mut newcomer_budget: Option<u32> = None;
+    // Ground truth of who was already there, as the monitor's cohorts define it: seen before the
+    // attack in two different epochs.
+    let epoch_ticks = u32::try_from(crate::monitor::MonitorConfig::default().cohorts.epoch_ticks)
+        .unwrap_or(30)
+        .max(1);
+    let mut first_epoch: HashMap<usize, u32> = HashMap::new();
+    let mut established_truth: HashSet<usize> = HashSet::new();
+    // [phase][cohort] = (sent, limited); phases before, during, after, and during from ten ticks
+    // in; cohorts established, new.
+    let mut shares = [[(0u64, 0u64); 2]; 4];
+    let (mut attack_sent, mut attack_cut, mut attack_sent_10, mut attack_cut_10) =
+        (0u64, 0u64, 0u64, 0u64);
+    let mut responses: Vec<(usize, bool)> = Vec::new();
 
     for tick in 0..scenario.ticks {
         per_client.clear();
@@ -304,7 +364,9 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
         let (sources, per_source) = scenario.attack_at(tick);
         let effective_limit = (f64::from(scenario.global_limit) * factor) as u32;
         let mut admitted = 0u32;
+        let mut newcomers_admitted = 0u32;
         let mut tick_legit_limited = 0u32;
+        responses.clear();
         // Interleave background and attack requests as they would arrive.
         let attack_requests = sources * per_source;
         let total = background + attack_requests;
@@ -320,20 +382,54 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
             let count = per_client.entry(client).or_insert(0);
             *count += 1;
             let blocked = penalised.get(name.as_str()).copied().unwrap_or(false);
-            let limited =
-                blocked || *count > scenario.per_client_limit || admitted >= effective_limit;
+            let established = monitor.is_established(name);
+            let over_newcomer_budget =
+                !established && newcomer_budget.is_some_and(|b| newcomers_admitted >= b);
+            let limited = blocked
+                || *count > scenario.per_client_limit
+                || over_newcomer_budget
+                || admitted >= effective_limit;
             if !limited {
                 admitted += 1;
+                newcomers_admitted += u32::from(!established);
             }
+            responses.push((client, !limited));
             let legitimate = !(from_attack && malicious);
+            let phase = if tick < scenario.attack_start {
+                0
+            } else if tick < scenario.attack_end {
+                1
+            } else {
+                2
+            };
             if legitimate {
                 legit_total += 1;
                 legit_limited += u64::from(limited);
-                if (scenario.attack_start..scenario.attack_end).contains(&tick) {
+                if phase == 1 {
                     legit_during += 1;
                     legit_limited_during += u64::from(limited);
                 }
                 tick_legit_limited += u32::from(limited);
+                if tick < scenario.attack_start && !from_attack {
+                    let first = *first_epoch.entry(client).or_insert(tick / epoch_ticks);
+                    if first != tick / epoch_ticks {
+                        established_truth.insert(client);
+                    }
+                }
+                let cohort = usize::from(!established_truth.contains(&client));
+                shares[phase][cohort].0 += 1;
+                shares[phase][cohort].1 += u64::from(limited);
+                if phase == 1 && tick >= scenario.attack_start + 10 {
+                    shares[3][cohort].0 += 1;
+                    shares[3][cohort].1 += u64::from(limited);
+                }
+            } else {
+                attack_sent += 1;
+                attack_cut += u64::from(limited);
+                if tick >= scenario.attack_start + 10 {
+                    attack_sent_10 += 1;
+                    attack_cut_10 += u64::from(limited);
+                }
             }
             monitor.request_started();
             monitor.record(&RequestEvent {
@@ -346,16 +442,21 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
         let load = f64::from(admitted) / f64::from(scenario.capacity);
         let latency = Duration::from_micros((2_000.0 * load.max(1.0).powi(3)) as u64);
         let failing = if load > 1.0 { 1.0 - 1.0 / load } else { 0.0 };
-        for i in 0..total {
-            if i < admitted {
+        for &(client, served) in &responses {
+            let name = client_names
+                .get(client)
+                .or_else(|| attacker_names.get(client - client_names.len()))
+                .map(String::as_str);
+            if served {
                 let status = if rng.f64() < failing { 503 } else { 200 };
-                monitor.record_response(status, latency);
+                monitor.record_response_of(name, status, latency);
             } else {
-                monitor.record_response(429, Duration::from_micros(50));
+                monitor.record_response_of(name, 429, Duration::from_micros(50));
             }
         }
         let stats = monitor.tick();
         let decided = controller.on_tick(&stats);
+        monitor.cohorts().set_learning(controller.learning());
         for decided in &decided {
             if first_action.is_none() && tick >= scenario.attack_start {
                 first_action = Some(tick - scenario.attack_start);
@@ -373,15 +474,24 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
                 // The simulation has one route: its traffic is the global traffic.
                 Action::ScaleRoute { .. } => {}
                 Action::ScaleGlobal { factor: new, .. } => {
-                    if *new < factor && first_tighten.is_none() && tick >= scenario.attack_start {
-                        first_tighten = Some(tick - scenario.attack_start);
+                    if *new < factor && tick >= scenario.attack_start {
+                        first_tighten.get_or_insert(tick - scenario.attack_start);
+                        first_global.get_or_insert(tick - scenario.attack_start);
                     }
                     factor = *new;
-                    if factor >= 1.0 && tick >= scenario.attack_end && relaxed_at.is_none() {
-                        relaxed_at = Some(tick - scenario.attack_end);
-                    }
                 }
+                Action::LimitNewcomers { per_tick, .. } => {
+                    if tick >= scenario.attack_start {
+                        first_tighten.get_or_insert(tick - scenario.attack_start);
+                    }
+                    newcomer_budget = Some(*per_tick);
+                }
+                Action::LiftNewcomers { .. } => newcomer_budget = None,
             }
+        }
+        let lifted = factor >= 1.0 && newcomer_budget.is_none();
+        if lifted && first_tighten.is_some() && tick >= scenario.attack_end {
+            relaxed_at.get_or_insert(tick - scenario.attack_end);
         }
         records.push(TickRecord {
             tick,
@@ -415,10 +525,24 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
             limited as f64 / total as f64
         }
     };
+    let cohort_shares = |phase: usize| {
+        let [(es, el), (ns, nl)] = shares[phase];
+        CohortShares {
+            established: share(el, es),
+            newcomers: share(nl, ns),
+        }
+    };
     Outcome {
         name: scenario.name,
         time_to_detect: first_action,
         time_to_mitigate: first_tighten,
+        time_to_tighten_global: first_global,
+        attack_limited: share(attack_cut, attack_sent),
+        attack_limited_after_10: share(attack_cut_10, attack_sent_10),
+        before: cohort_shares(0),
+        during: cohort_shares(1),
+        during_after_10: cohort_shares(3),
+        after: cohort_shares(2),
         precision,
         recall,
         legitimate_limited: share(legit_limited, legit_total),

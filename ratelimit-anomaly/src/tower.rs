@@ -5,12 +5,14 @@
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
 use ratelimit_core::Policy;
 use ratelimit_tower::{
-    ControlError, DecisionEvent, DecisionObserver, Outcome, RateLimitHandle, ResponseEvent,
+    ControlError, DecisionEvent, DecisionObserver, KeyExtractor, MissingKey, Outcome,
+    RateLimitHandle, ResponseEvent, Rule, TrustedProxies,
 };
 
 use crate::actuator::{Actuator, scaled};
@@ -95,8 +97,46 @@ impl DecisionObserver for TowerObserver {
     }
 
     fn on_response(&self, event: &ResponseEvent<'_>) {
-        self.monitor.record_response(event.status, event.latency);
+        // The address as text: the observed rule's key for IPv4 clients (IPv6 clients keyed by
+        // network are then not counted in the established clients' health, only in the whole's).
+        let address = event.client.map(AddressText::of);
+        let client = address.as_ref().map(AddressText::as_str);
+        self.monitor
+            .record_response_of(client, event.status, event.latency);
     }
+}
+
+/// The switch of a newcomer rule ([`newcomer_rule`]): off, the rule lets every request through
+/// without a look; on, clients that are not established share the rule's one bucket.
+#[derive(Clone)]
+pub struct NewcomerGate {
+    // Relaxed: a request that races the switch is decided as if a moment earlier or later.
+    active: Arc<AtomicBool>,
+}
+
+/// A rule that holds every client the monitor does not know as established to one shared budget
+/// while the controller asks for it ([`Action::LimitNewcomers`]), and does nothing otherwise.
+/// Clients are keyed as `trusted` keys them, which must be how the observed rule keys them, so
+/// that the monitor's cohorts and this rule agree on who is who. Add the rule to the layer and
+/// the gate to the actuator ([`TowerActuator::with_newcomer_rule`]).
+pub fn newcomer_rule(
+    monitor: Arc<Monitor>,
+    trusted: TrustedProxies,
+    name: &str,
+) -> Result<(Rule, NewcomerGate), ratelimit_core::PolicyError> {
+    let gate = NewcomerGate {
+        active: Arc::new(AtomicBool::new(false)),
+    };
+    let active = gate.active.clone();
+    let extractor = KeyExtractor::custom(move |request| {
+        if !active.load(Ordering::Relaxed) {
+            return None;
+        }
+        let client = trusted.client_key(request).ok()?;
+        (!monitor.is_established(&client)).then(|| "newcomers".to_string())
+    });
+    let rule = Rule::new(name, extractor, Policy::per_second(1)?).on_missing_key(MissingKey::Skip);
+    Ok((rule, gate))
 }
 
 /// Applies actions through a layer's handle: a key's penalty blocks it for its time to live, and
@@ -107,6 +147,7 @@ pub struct TowerActuator {
     base: Policy,
     // route -> (rule, its policy when mapped)
     routes: Vec<(String, String, Policy)>,
+    newcomers: Option<(String, NewcomerGate, Duration)>,
 }
 
 impl TowerActuator {
@@ -117,7 +158,21 @@ impl TowerActuator {
             rule: rule.to_string(),
             handle,
             routes: Vec::new(),
+            newcomers: None,
         })
+    }
+
+    /// The same actuator setting the newcomer rule `rule` (made by [`newcomer_rule`], switched by
+    /// `gate`) to the controller's budget per `tick`.
+    pub fn with_newcomer_rule(
+        mut self,
+        rule: &str,
+        gate: NewcomerGate,
+        tick: Duration,
+    ) -> Result<Self, ControlError> {
+        self.handle.policy(rule)?;
+        self.newcomers = Some((rule.to_string(), gate, tick));
+        Ok(self)
     }
 
     /// The same actuator scaling `rule` when the controller tightens `route` (the route as the
@@ -148,6 +203,25 @@ impl Actuator for TowerActuator {
                     .set_policy(&self.rule, scaled(self.base, *factor))
                 {
                     tracing::error!(%error, rule = %self.rule, "could not scale the rule");
+                }
+            }
+            Action::LimitNewcomers { per_tick, .. } => {
+                let Some((rule, gate, tick)) = &self.newcomers else {
+                    return;
+                };
+                // The whole budget may be spent at once: a tick's worth is the burst.
+                let policy = Policy::new((*per_tick).max(1), *tick);
+                match policy.and_then(|p| p.with_burst((*per_tick).max(1))) {
+                    Ok(policy) => match self.handle.set_policy(rule, policy) {
+                        Ok(()) => gate.active.store(true, Ordering::Relaxed),
+                        Err(error) => tracing::error!(%error, %rule, "could not set the budget"),
+                    },
+                    Err(error) => tracing::error!(%error, %rule, "newcomer budget"),
+                }
+            }
+            Action::LiftNewcomers { .. } => {
+                if let Some((_, gate, _)) = &self.newcomers {
+                    gate.active.store(false, Ordering::Relaxed);
                 }
             }
         }
@@ -223,6 +297,7 @@ pub fn spawn<A: Actuator + 'static>(
             interval.tick().await;
             let stats = monitor.tick();
             let decided = controller.on_tick(&stats);
+            monitor.cohorts().set_learning(controller.learning());
             for d in &decided {
                 tracing::warn!(applied = d.apply, action = ?d.action, "anomaly action");
             }

@@ -140,6 +140,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 factor,
                 reason,
             } => format!("{route} limit x{factor:.2} ({:?})", reason.signal),
+            Action::LimitNewcomers { per_tick, reason } => format!(
+                "newcomers share {per_tick} requests/s: {:.0} requests/s from new clients against \
+                 {:.0} normally ({:?}); established clients untouched",
+                reason.observed, reason.baseline, reason.signal
+            ),
+            Action::LiftNewcomers { .. } => "newcomers' budget lifted".to_string(),
         };
         println!("  - {line}");
     }
