@@ -16,6 +16,24 @@ pub const TAT_ATTRIBUTE: &str = "tat";
 /// deletion lags by hours or days, so a stale item still reads as a full bucket (its `tat` is past).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// The write that last debited the bucket: a token unique to one decision (a string). It lets a
+/// decision recognise its own write when the SDK retried it after a lost reply, and lets a give-back
+/// undo exactly that write and only once.
+pub const OP_ATTRIBUTE: &str = "op";
+
+/// The token of the write that left `item` as it is, if the item has one (a string).
+pub(crate) fn op_of(item: &HashMap<String, AttributeValue>) -> Option<&str> {
+    match item.get(OP_ATTRIBUTE) {
+        Some(AttributeValue::S(token)) => Some(token),
+        _ => None,
+    }
+}
+
+/// A token no other decision of any process will use: 128 random bits, in hex.
+pub(crate) fn op_token() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
 /// The bucket state in `item`: `None` when the item or its `tat` is absent (a full bucket).
 ///
 /// Anything else that is not a non-negative integer number of nanoseconds is an error: a string,
