@@ -103,6 +103,21 @@ impl OwnRedis {
     }
 }
 
+/// A command for `program` that closes every file descriptor above stderr first. A server a test
+/// starts with `--daemonize yes` outlives the test, and would otherwise keep what the test
+/// inherited: the machine-wide build lock that `flock` hands to cargo, and through it to the test,
+/// would then stay held by a Redis node and stop every build on the machine.
+pub fn without_inherited_fds(program: &str) -> std::process::Command {
+    // bash, not sh: dash cannot name a descriptor above 9 in a redirection.
+    let mut command = std::process::Command::new("bash");
+    command.args([
+        "-c",
+        r#"for fd in /proc/$$/fd/*; do fd=${fd##*/}; [ "$fd" -gt 2 ] && [ -e "/proc/$$/fd/$fd" ] && eval "exec $fd>&-"; done; exec "$0" "$@""#,
+        program,
+    ]);
+    command
+}
+
 /// Runs `redis-cli -p port args…`; its output, or None when it failed.
 pub async fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
     let output = tokio::process::Command::new("redis-cli")
