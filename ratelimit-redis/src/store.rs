@@ -10,7 +10,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::io::tcp::{TcpSettings, socket2::TcpKeepalive};
-use redis::{Client, IntoConnectionInfo, RedisError, Script};
+use redis::{Client, ErrorKind, IntoConnectionInfo, RedisError, Script, ServerErrorKind};
 
 use crate::error::to_store_error;
 use crate::script::{self, DECIDE, LimitReply, MicroPolicy, UNDO};
@@ -244,6 +244,17 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Sends `command` on `connection` and converts its reply.
+async fn query<T: redis::FromRedisValue>(
+    command: &redis::Cmd,
+    connection: Connection,
+) -> Result<T, RedisError> {
+    match connection {
+        Connection::Standalone(mut c) => command.query_async(&mut c).await,
+        Connection::Cluster(mut c) => command.query_async(&mut c).await,
+    }
+}
+
 /// TCP settings for every connection: keepalive and, on Linux, a user timeout (see
 /// [`RedisStore`], dead connections).
 fn tcp_settings(base: TcpSettings) -> TcpSettings {
@@ -339,37 +350,65 @@ impl RedisStore {
     }
 
     async fn decide(&self, limits: &[Limit<'_>], commit: bool) -> Result<Vec<i64>, StoreError> {
-        let mut invocation = self.decide.prepare_invoke();
-        invocation.arg(u8::from(commit));
+        let mut keys = Vec::with_capacity(limits.len());
+        let mut args = Vec::with_capacity(1 + 3 * limits.len());
+        args.push(u64::from(commit));
         for limit in limits {
             let micro = MicroPolicy::from_policy(&limit.policy)?;
-            invocation
-                .key(self.redis_key(limit.key))
-                .arg(micro.interval_us)
-                .arg(micro.tolerance_us)
-                .arg(limit.cost);
+            keys.push(self.redis_key(limit.key));
+            args.extend([micro.interval_us, micro.tolerance_us, u64::from(limit.cost)]);
         }
-        self.within_deadline(async |connection| match connection {
-            Connection::Standalone(mut c) => invocation.invoke_async(&mut c).await,
-            Connection::Cluster(mut c) => invocation.invoke_async(&mut c).await,
-        })
-        .await
+        self.run_script(&self.decide, DECIDE, &keys, &args).await
     }
 
     async fn undo(&self, limits: &[Limit<'_>], replies: &[LimitReply]) -> Result<(), StoreError> {
-        let mut invocation = self.undo.prepare_invoke();
+        let mut keys = Vec::with_capacity(limits.len());
+        let mut args = Vec::with_capacity(2 * limits.len());
         for (limit, reply) in limits.iter().zip(replies) {
-            invocation
-                .key(self.redis_key(limit.key))
-                .arg(reply.new_tat)
-                .arg(reply.old_tat);
+            keys.push(self.redis_key(limit.key));
+            args.extend([reply.new_tat, reply.old_tat]);
         }
-        self.within_deadline(async |connection| match connection {
-            Connection::Standalone(mut c) => invocation.invoke_async::<i64>(&mut c).await,
-            Connection::Cluster(mut c) => invocation.invoke_async::<i64>(&mut c).await,
+        self.run_script::<i64, _>(&self.undo, UNDO, &keys, &args)
+            .await
+            .map(drop)
+    }
+
+    /// Runs a script by its SHA1 (`EVALSHA`), and when Redis has not got it cached, by its source
+    /// (`EVAL`, which caches it again).
+    ///
+    /// redis-rs alone answers `NOSCRIPT` with `SCRIPT LOAD` and a second `EVALSHA`, which fails
+    /// again when the cache is flushed in between (`SCRIPT FLUSH` run in a loop, a failover to a
+    /// replica that has never seen the script). `EVAL` carries the script and cannot miss.
+    /// `NOSCRIPT` means nothing ran, so sending the script again cannot debit twice.
+    async fn run_script<T, A>(
+        &self,
+        script: &Script,
+        source: &str,
+        keys: &[String],
+        args: &[A],
+    ) -> Result<T, StoreError>
+    where
+        T: redis::FromRedisValue,
+        A: redis::ToRedisArgs,
+    {
+        let mut by_sha = redis::cmd("EVALSHA");
+        by_sha
+            .arg(script.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+        let mut by_source = redis::cmd("EVAL");
+        by_source.arg(source).arg(keys.len()).arg(keys).arg(args);
+        self.within_deadline(async |connection| {
+            let first = query(&by_sha, connection.clone()).await;
+            match first {
+                Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                    query(&by_source, connection).await
+                }
+                other => other,
+            }
         })
         .await
-        .map(drop)
     }
 
     /// Runs `call` on the current connection within the store's timeout, and tells the connection's
