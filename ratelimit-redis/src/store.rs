@@ -85,6 +85,11 @@ const USER_TIMEOUT: Duration = Duration::from_secs(5);
 /// switches to it, at most once per [`REPLACE_AT_MOST_EVERY`]. Any answer, even an error reply,
 /// clears the strikes: a slow server that answers is not a dead one.
 ///
+/// A node that answers `READONLY` was a master and has become a replica: a coordinated failover
+/// (`CLUSTER FAILOVER`) demotes a master without closing its connections, and it runs a script
+/// sent to it up to the script's first write. The store replaces its connection then too, so that
+/// it learns the cluster's new masters.
+///
 /// [hash tag]: https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/#hash-tags
 #[derive(Clone)]
 pub struct RedisStore {
@@ -180,9 +185,14 @@ impl Shared {
             .strikes
             .fetch_add(1, Ordering::Relaxed)
             .saturating_add(1);
-        if strikes < DEAD_AFTER {
-            return;
+        if strikes >= DEAD_AFTER {
+            self.replace();
         }
+    }
+
+    /// Builds a new connection in the background and switches to it, unless one is being built or
+    /// the last was built less than [`REPLACE_AT_MOST_EVERY`] ago.
+    fn replace(self: &Arc<Self>) {
         let now = self.now();
         let last = self.last_replacement.load(Ordering::Relaxed);
         let pace = u64::try_from(REPLACE_AT_MOST_EVERY.as_nanos()).unwrap_or(u64::MAX);
@@ -432,6 +442,14 @@ impl RedisStore {
                     drop(in_flight);
                 } else {
                     in_flight.answered();
+                }
+                if error.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly) {
+                    // The server was a master and is a replica now (a failover). A cluster
+                    // connection follows MOVED redirects but not this, and a single-server one
+                    // behind a virtual address keeps talking to the old node: a new connection
+                    // asks the cluster for its slots again, or resolves the address again.
+                    // Nothing was written: a replica refuses the script's first write.
+                    self.shared.replace();
                 }
                 Err(to_store_error(error))
             }
