@@ -16,6 +16,24 @@ pub const TAT_ATTRIBUTE: &str = "tat";
 /// deletion lags by hours or days, so a stale item still reads as a full bucket (its `tat` is past).
 pub const TTL_ATTRIBUTE: &str = "expires_at";
 
+/// The write that last debited the bucket: a token unique to one decision (a string). It lets a
+/// decision recognise its own write when the SDK retried it after a lost reply, and lets a give-back
+/// undo exactly that write and only once.
+pub const OP_ATTRIBUTE: &str = "op";
+
+/// The token of the write that left `item` as it is, if the item has one (a string).
+pub(crate) fn op_of(item: &HashMap<String, AttributeValue>) -> Option<&str> {
+    match item.get(OP_ATTRIBUTE) {
+        Some(AttributeValue::S(token)) => Some(token),
+        _ => None,
+    }
+}
+
+/// A token no other decision of any process will use: 128 random bits, in hex.
+pub(crate) fn op_token() -> String {
+    format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+}
+
 /// The bucket state in `item`: `None` when the item or its `tat` is absent (a full bucket).
 ///
 /// Anything else that is not a non-negative integer number of nanoseconds is an error: a string,
@@ -58,6 +76,163 @@ pub(crate) fn expiry_seconds(nanos: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_sdk_dynamodb::primitives::Blob;
+    use proptest::prelude::*;
+
+    /// What `tat_of` must make of an item, written from the schema rather than from the code: no
+    /// `tat` is a full bucket; a number of decimal digits only that fits a u64 is that state;
+    /// anything else is a bad reply, never a full bucket.
+    fn expected(item: &HashMap<String, AttributeValue>) -> Result<Option<u64>, ()> {
+        match item.get(TAT_ATTRIBUTE) {
+            None => Ok(None),
+            Some(AttributeValue::N(n))
+                if !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()) =>
+            {
+                n.parse::<u64>().map(Some).map_err(drop)
+            }
+            Some(_) => Err(()),
+        }
+    }
+
+    fn check(item: &HashMap<String, AttributeValue>) -> Result<(), TestCaseError> {
+        let decoded = tat_of(Some(item), "k");
+        let _ = op_of(item);
+        match (expected(item), decoded) {
+            (Ok(want), Ok(got)) => prop_assert_eq!(want, got),
+            (Err(()), Err(StoreError::BadReply(_))) => {}
+            (want, got) => {
+                return Err(TestCaseError::fail(format!(
+                    "{item:?}: expected {want:?}, got {got:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Number strings near the edges: digits, signs, points, exponents, spaces, u64's limit.
+    fn number_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            "[0-9]{0,25}",
+            "[-+ .eE0-9]{0,12}",
+            // A sign, a space or a point next to digits: what a lenient integer parser accepts.
+            "[-+ .]?[0-9]{1,6}[ .]?",
+            Just("18446744073709551615".to_string()),
+            Just("18446744073709551616".to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            ".*",
+        ]
+    }
+
+    fn value() -> impl Strategy<Value = AttributeValue> {
+        let leaf = prop_oneof![
+            number_text().prop_map(AttributeValue::N),
+            ".*".prop_map(AttributeValue::S),
+            "[0-9]{1,20}".prop_map(AttributeValue::S),
+            any::<bool>().prop_map(AttributeValue::Bool),
+            any::<bool>().prop_map(AttributeValue::Null),
+            proptest::collection::vec(any::<u8>(), 0..8)
+                .prop_map(|b| AttributeValue::B(Blob::new(b))),
+            proptest::collection::vec(number_text(), 0..3).prop_map(AttributeValue::Ns),
+            proptest::collection::vec(".*", 0..3).prop_map(AttributeValue::Ss),
+        ];
+        leaf.prop_recursive(2, 8, 3, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..3).prop_map(AttributeValue::L),
+                proptest::collection::hash_map("[a-z]{1,4}", inner, 0..3)
+                    .prop_map(AttributeValue::M),
+            ]
+        })
+    }
+
+    fn items() -> impl Strategy<Value = HashMap<String, AttributeValue>> {
+        let name = prop_oneof![
+            Just(TAT_ATTRIBUTE.to_string()),
+            Just(KEY_ATTRIBUTE.to_string()),
+            Just(TTL_ATTRIBUTE.to_string()),
+            Just(OP_ATTRIBUTE.to_string()),
+            Just("TAT".to_string()),
+            ".{0,6}",
+        ];
+        proptest::collection::hash_map(name, value(), 0..5)
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_items_decode_as_the_schema_says(item in items()) {
+            check(&item)?;
+        }
+
+        #[test]
+        fn near_integers_decode_as_the_schema_says(
+            n in prop_oneof!["[-+ .]?[0-9]{1,6}[ .eE]?[0-9]?", "0*[0-9]{18,21}"],
+        ) {
+            check(&HashMap::from([(TAT_ATTRIBUTE.to_string(), AttributeValue::N(n))]))?;
+        }
+
+        #[test]
+        fn arbitrary_tat_values_decode_as_the_schema_says(tat in value()) {
+            check(&HashMap::from([(TAT_ATTRIBUTE.to_string(), tat)]))?;
+        }
+    }
+
+    /// The corpus under `tests/corpus/tat_of/`: items worth keeping, each with the verdict it must
+    /// get. Format, one item a line: `attr NAME TYPE VALUE` (TYPE one of N, S, BOOL, NULL; VALUE
+    /// the rest of the line, possibly empty), then `expect none`, `expect some N` or `expect bad`;
+    /// `#` starts a comment.
+    #[test]
+    fn corpus_replays() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/tat_of");
+        let mut replayed = 0;
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| unreachable!("{dir}: {e}"));
+        for entry in entries {
+            let path = entry.unwrap_or_else(|e| unreachable!("{e}")).path();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| unreachable!("{e}"));
+            let mut item = HashMap::new();
+            let mut expect = None;
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("attr ") {
+                    let mut parts = rest.splitn(3, ' ');
+                    let (name, kind) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                    let raw = parts.next().unwrap_or("").to_string();
+                    let value = match kind {
+                        "N" => AttributeValue::N(raw),
+                        "S" => AttributeValue::S(raw),
+                        "BOOL" => AttributeValue::Bool(raw == "true"),
+                        "NULL" => AttributeValue::Null(true),
+                        other => unreachable!("{}: unknown type {other:?}", path.display()),
+                    };
+                    item.insert(name.to_string(), value);
+                } else if let Some(rest) = line.strip_prefix("expect ") {
+                    expect = Some(match rest.trim() {
+                        "none" => Ok(None),
+                        "bad" => Err(()),
+                        some => Ok(some
+                            .strip_prefix("some ")
+                            .and_then(|n| n.parse::<u64>().ok())),
+                    });
+                }
+            }
+            let Some(expect) = expect else {
+                unreachable!("{}: no expect line", path.display());
+            };
+            assert_eq!(
+                expected(&item),
+                expect,
+                "{}: the schema disagrees",
+                path.display()
+            );
+            let decoded = tat_of(Some(&item), "k");
+            match (expect, decoded) {
+                (Ok(want), Ok(got)) => assert_eq!(want, got, "{}", path.display()),
+                (Err(()), Err(StoreError::BadReply(_))) => {}
+                (want, got) => unreachable!("{}: expected {want:?}, got {got:?}", path.display()),
+            }
+            replayed += 1;
+        }
+        assert!(replayed >= 8, "only {replayed} corpus files in {dir}");
+    }
 
     fn item(value: AttributeValue) -> HashMap<String, AttributeValue> {
         HashMap::from([(TAT_ATTRIBUTE.to_string(), value)])

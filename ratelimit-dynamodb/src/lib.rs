@@ -47,6 +47,6 @@ mod item;
 mod store;
 pub mod table;
 
-pub use item::{KEY_ATTRIBUTE, TAT_ATTRIBUTE, TTL_ATTRIBUTE};
+pub use item::{KEY_ATTRIBUTE, OP_ATTRIBUTE, TAT_ATTRIBUTE, TTL_ATTRIBUTE};
 pub use store::{DEFAULT_MAX_ATTEMPTS, DEFAULT_PREFIX, DynamoStore, skew_slack};
 pub use table::{TableReport, TimeToLive, check_table, create_table};

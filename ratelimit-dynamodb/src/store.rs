@@ -21,7 +21,10 @@ use ratelimit_core::{
 
 use crate::error::to_store_error;
 use crate::hint::Hints;
-use crate::item::{KEY_ATTRIBUTE, TAT_ATTRIBUTE, TTL_ATTRIBUTE, expiry_seconds, number, tat_of};
+use crate::item::{
+    KEY_ATTRIBUTE, OP_ATTRIBUTE, TAT_ATTRIBUTE, TTL_ATTRIBUTE, expiry_seconds, number, op_of,
+    op_token, tat_of,
+};
 use crate::table::check_table;
 
 /// What every item key starts with unless [`DynamoStore::with_prefix`] says otherwise.
@@ -39,13 +42,22 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 8;
 // malformed) rather than overwritten; the type test comes first because some emulators fail on
 // comparing a string with a number. A fraction of a nanosecond in the past is not caught: it is
 // overwritten as the full bucket it describes.
-const SET_FULL: &str = "SET #tat = :tat, #exp = :exp";
+const SET_FULL: &str = "SET #tat = :tat, #exp = :exp, #op = :op";
 const IF_FULL: &str =
     "attribute_not_exists(#tat) OR (attribute_type(#tat, :number) AND #tat BETWEEN :zero AND :now)";
-const ADVANCE: &str = "SET #tat = #tat + :inc, #exp = :exp";
-const IF_ROOM: &str = "attribute_type(#tat, :number) AND #tat > :now AND #tat <= :last";
-const GIVE_BACK: &str = "SET #tat = #tat - :inc";
-const IF_STATE: &str = "attribute_exists(#tat)";
+// The advance also refuses to apply a second time for the same decision: an SDK retry after a
+// reply lost on the way back (the write was applied) must not debit twice. The failed condition
+// then returns the item, and its `op` tells the decision that its own write is the one there.
+const ADVANCE: &str = "SET #tat = #tat + :inc, #exp = :exp, #op = :op";
+const IF_ROOM: &str = "attribute_type(#tat, :number) AND #tat > :now AND #tat <= :last \
+                       AND (attribute_not_exists(#op) OR #op <> :op)";
+// A give-back restores the state before one decision's write, only while that write is still the
+// item's last one (its `op`, and the state it left). Anything else there (a later debit, a reset
+// and a new item, an earlier give-back of the same write retried by the SDK) keeps the debit: the
+// store then under-admits by that one request, never over-admits, and a give-back never applies
+// twice. An unconditional `tat - inc` would turn each of those into credit nobody was given.
+const GIVE_BACK: &str = "SET #tat = :before REMOVE #op";
+const IF_OURS: &str = "#op = :op AND #tat = :ours";
 
 /// The core's [`Store`] over a DynamoDB table, one item per key.
 ///
@@ -58,6 +70,13 @@ const IF_STATE: &str = "attribute_exists(#tat)";
 /// no transactions, it falls back to conditional writes key by key, giving back what was taken when
 /// a later key denies (a concurrent request may then see those tokens spent for a moment: it can be
 /// denied, never over-admitted).
+///
+/// # Retries and give-backs
+/// Every write carries a token of its decision (attribute `op`). An SDK retry of a write whose reply
+/// was lost finds its own token and takes that write as the decision instead of debiting again. A
+/// give-back restores the state from before its own write only while that write is still the item's
+/// last (its token and the state it left are there): after a later debit, a reset or a give-back
+/// already applied, it does nothing and the debit stays. Both lean toward denying, never admit.
 ///
 /// Time is this process's clock (DynamoDB has none): see the crate documentation on clock skew.
 pub struct DynamoStore {
@@ -132,6 +151,14 @@ impl DynamoStore {
         self
     }
 
+    /// With `false`, the same store takes requests of several keys one key at a time, giving back
+    /// on a denial, instead of in one `TransactWriteItems`: for endpoints without transactions that
+    /// do not answer `UnknownOperationException` (from those, the store learns it by itself).
+    pub fn with_transactions(self, enabled: bool) -> Self {
+        self.transactions.store(enabled, Ordering::Relaxed);
+        self
+    }
+
     /// The table this store uses.
     pub fn table(&self) -> &str {
         &self.table
@@ -169,6 +196,8 @@ impl DynamoStore {
     }
 
     /// One key's decision: conditional writes until one is applied or the item read back denies.
+    /// Every write carries `token`, the decision's own; an admitted decision returns the state it
+    /// wrote, which a give-back needs.
     ///
     /// `seen` is the key's state as just read from the store in this call, if it was; a hint from
     /// earlier calls only picks which write to try first and never decides a denial.
@@ -177,8 +206,9 @@ impl DynamoStore {
         item_key: &str,
         limit: &Limit<'_>,
         now: u64,
+        token: &str,
         mut seen: Option<Option<u64>>,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<(Decision, Option<u64>), StoreError> {
         let (policy, cost) = (limit.policy, limit.cost);
         let mut spent = self.hints.get(item_key).is_some_and(|tat| tat > now);
         for attempt in 0..self.max_attempts {
@@ -189,7 +219,7 @@ impl DynamoStore {
                     if let Some(state) = state {
                         self.hints.set(item_key, state);
                     }
-                    return Ok(step.decision);
+                    return Ok((step.decision, None));
                 }
                 spent = state.is_some_and(|tat| tat > now);
                 if attempt >= 2 {
@@ -198,41 +228,57 @@ impl DynamoStore {
                 }
             }
             let written = if spent {
-                self.advance(item_key, &policy, cost, now).await
+                self.advance(item_key, &policy, cost, now, token).await
             } else {
-                self.set_full(item_key, &policy, cost, now).await
+                self.set_full(item_key, &policy, cost, now, token).await
             };
-            match written {
-                Ok(new_tat) => {
-                    self.hints.set(item_key, new_tat);
-                    let increment = increment(&policy, cost);
-                    let before = new_tat.checked_sub(increment).ok_or_else(|| {
-                        StoreError::BadReply(format!(
-                            "item {item_key:?}: state {new_tat} after adding {increment}"
-                        ))
-                    })?;
-                    let step = gcra::decide(before, now, &policy, cost)?;
-                    if step.new_tat != Some(new_tat) {
-                        return Err(StoreError::BadReply(format!(
-                            "item {item_key:?}: DynamoDB applied a write its condition forbids \
-                             (state {before} at {now})"
-                        )));
-                    }
-                    return Ok(step.decision);
-                }
-                Err(Refusal::Condition(Some(item))) => {
-                    seen = Some(tat_of(Some(&item), item_key)?);
-                }
-                Err(Refusal::Condition(None)) => {
-                    seen = Some(self.read_one(item_key).await?);
-                }
+            let item = match written {
+                Ok(new_tat) => return self.admitted(item_key, limit, now, new_tat),
+                Err(Refusal::Condition(Some(item))) => Some(item),
+                Err(Refusal::Condition(None)) => self.read_item(item_key).await?,
                 Err(Refusal::Store(error)) => return Err(error),
+            };
+            let state = tat_of(item.as_ref(), item_key)?;
+            if let (Some(tat), Some(item)) = (state, &item) {
+                if op_of(item) == Some(token) {
+                    // This decision's own write is there: an earlier attempt was applied and its
+                    // reply lost, and the SDK sent it again. That write is the decision; writing
+                    // once more would debit twice.
+                    return self.admitted(item_key, limit, now, tat);
+                }
             }
+            seen = Some(state);
         }
         Err(StoreError::unavailable(format!(
             "lost {} races in a row on DynamoDB item {item_key:?}",
             self.max_attempts
         )))
+    }
+
+    /// The decision of a write that was applied and left `new_tat`, checked against what its
+    /// condition allows.
+    fn admitted(
+        &self,
+        item_key: &str,
+        limit: &Limit<'_>,
+        now: u64,
+        new_tat: u64,
+    ) -> Result<(Decision, Option<u64>), StoreError> {
+        self.hints.set(item_key, new_tat);
+        let increment = increment(&limit.policy, limit.cost);
+        let before = new_tat.checked_sub(increment).ok_or_else(|| {
+            StoreError::BadReply(format!(
+                "item {item_key:?}: state {new_tat} after adding {increment}"
+            ))
+        })?;
+        let step = gcra::decide(before, now, &limit.policy, limit.cost)?;
+        if step.new_tat != Some(new_tat) {
+            return Err(StoreError::BadReply(format!(
+                "item {item_key:?}: DynamoDB applied a write its condition forbids \
+                 (state {before} at {now})"
+            )));
+        }
+        Ok((step.decision, Some(new_tat)))
     }
 
     /// Writes a full bucket's new state, `now + cost·T`, if it is still full.
@@ -242,6 +288,7 @@ impl DynamoStore {
         policy: &Policy,
         cost: u32,
         now: u64,
+        token: &str,
     ) -> Result<u64, Refusal> {
         let new_tat = now.saturating_add(increment(policy, cost));
         self.count_request();
@@ -254,6 +301,8 @@ impl DynamoStore {
             .condition_expression(IF_FULL)
             .expression_attribute_names("#tat", TAT_ATTRIBUTE)
             .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_names("#op", OP_ATTRIBUTE)
+            .expression_attribute_values(":op", AttributeValue::S(token.to_string()))
             .expression_attribute_values(":tat", number(new_tat))
             .expression_attribute_values(":exp", number(expiry_seconds(new_tat)))
             .expression_attribute_values(":now", number(now))
@@ -275,6 +324,7 @@ impl DynamoStore {
         policy: &Policy,
         cost: u32,
         now: u64,
+        token: &str,
     ) -> Result<u64, Refusal> {
         let increment = increment(policy, cost);
         // The highest state that still admits: `tat + inc - τ <= now`. cost <= burst, so inc <= τ.
@@ -292,6 +342,8 @@ impl DynamoStore {
             .condition_expression(IF_ROOM)
             .expression_attribute_names("#tat", TAT_ATTRIBUTE)
             .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+            .expression_attribute_names("#op", OP_ATTRIBUTE)
+            .expression_attribute_values(":op", AttributeValue::S(token.to_string()))
             .expression_attribute_values(":inc", number(increment))
             .expression_attribute_values(":exp", number(expiry_seconds(full_by)))
             .expression_attribute_values(":now", number(now))
@@ -324,9 +376,22 @@ impl DynamoStore {
         Refusal::Store(to_store_error(&self.table, error))
     }
 
-    /// Gives back `cost` taken from a key by [`acquire_one`](Self::acquire_one). Subtraction undoes
-    /// the addition exactly whatever was added or set since, so it needs no condition on the state.
-    async fn give_back(&self, item_key: &str, limit: &Limit<'_>) -> Result<(), StoreError> {
+    /// Gives back what the decision `token` took from a key, where it left the state `ours`: the
+    /// state goes back to `ours - cost·T` if that write is still the item's last (see [`GIVE_BACK`]).
+    /// Sent twice (an SDK retry after a lost reply), the second finds the token gone and does nothing.
+    async fn give_back(
+        &self,
+        item_key: &str,
+        limit: &Limit<'_>,
+        token: &str,
+        ours: u64,
+    ) -> Result<(), StoreError> {
+        let increment = increment(&limit.policy, limit.cost);
+        let before = ours.checked_sub(increment).ok_or_else(|| {
+            StoreError::BadReply(format!(
+                "item {item_key:?}: state {ours} below the {increment} it took"
+            ))
+        })?;
         self.count_request();
         let result = self
             .client
@@ -334,14 +399,18 @@ impl DynamoStore {
             .table_name(&self.table)
             .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
             .update_expression(GIVE_BACK)
-            .condition_expression(IF_STATE)
+            .condition_expression(IF_OURS)
             .expression_attribute_names("#tat", TAT_ATTRIBUTE)
-            .expression_attribute_values(":inc", number(increment(&limit.policy, limit.cost)))
+            .expression_attribute_names("#op", OP_ATTRIBUTE)
+            .expression_attribute_values(":op", AttributeValue::S(token.to_string()))
+            .expression_attribute_values(":ours", number(ours))
+            .expression_attribute_values(":before", number(before))
             .send()
             .await;
         match result {
             Ok(_) => Ok(()),
-            // The item is gone (reset, or deleted by hand): nothing to give back to.
+            // Another write came after ours, the item was reset, or this give-back was already
+            // applied: the debit stays (or is already gone), which can only deny, never admit.
             Err(error)
                 if matches!(
                     error.as_service_error(),
@@ -354,8 +423,11 @@ impl DynamoStore {
         }
     }
 
-    /// One key's state, read consistently.
-    async fn read_one(&self, item_key: &str) -> Result<Option<u64>, StoreError> {
+    /// One key's item, read consistently.
+    async fn read_item(
+        &self,
+        item_key: &str,
+    ) -> Result<Option<HashMap<String, AttributeValue>>, StoreError> {
         self.count_request();
         let output = self
             .client
@@ -366,7 +438,13 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|error| to_store_error(&self.table, error))?;
-        tat_of(output.item(), item_key)
+        Ok(output.item)
+    }
+
+    /// One key's state, read consistently.
+    async fn read_one(&self, item_key: &str) -> Result<Option<u64>, StoreError> {
+        let item = self.read_item(item_key).await?;
+        tat_of(item.as_ref(), item_key)
     }
 
     /// Several keys' states, read consistently with `BatchGetItem`, in the order of `item_keys`.
@@ -487,6 +565,7 @@ impl DynamoStore {
         states: &[Option<u64>],
         now: u64,
     ) -> Result<(), TransactOutcome> {
+        let token = op_token();
         let mut items = Vec::with_capacity(limits.len());
         for ((limit, item_key), state) in limits.iter().zip(item_keys).zip(states) {
             let increment = increment(&limit.policy, limit.cost);
@@ -495,6 +574,8 @@ impl DynamoStore {
                 .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.clone()))
                 .expression_attribute_names("#tat", TAT_ATTRIBUTE)
                 .expression_attribute_names("#exp", TTL_ATTRIBUTE)
+                .expression_attribute_names("#op", OP_ATTRIBUTE)
+                .expression_attribute_values(":op", AttributeValue::S(token.clone()))
                 .expression_attribute_values(":now", number(now))
                 .expression_attribute_values(":number", number_type());
             let update = if state.is_some_and(|tat| tat > now) {
@@ -567,6 +648,9 @@ impl DynamoStore {
 
     /// All or nothing without transactions: each key in turn, giving back what was taken from the
     /// earlier keys when a later one denies or fails.
+    ///
+    /// A give-back that fails leaves that debit in place: the request is still denied (or its error
+    /// returned), so the outcome can only under-admit.
     async fn acquire_key_by_key(
         &self,
         limits: &[Limit<'_>],
@@ -574,22 +658,31 @@ impl DynamoStore {
         now: u64,
         states: Vec<Option<u64>>,
     ) -> Result<Verdict, StoreError> {
+        let token = op_token();
         let mut decisions = Vec::with_capacity(limits.len());
+        let mut taken: Vec<u64> = Vec::with_capacity(limits.len());
         for (position, (limit, item_key)) in limits.iter().zip(item_keys).enumerate() {
             let decided = self
-                .acquire_one(item_key, limit, now, Some(states[position]))
+                .acquire_one(item_key, limit, now, &token, Some(states[position]))
                 .await;
             let denied = match decided {
-                Ok(decision) if decision.is_allowed() => {
+                Ok((decision, Some(ours))) if decision.is_allowed() => {
                     decisions.push(decision);
+                    taken.push(ours);
                     continue;
                 }
-                Ok(decision) => Ok(decision),
+                Ok((decision, _)) => Ok(decision),
                 Err(error) => Err(error),
             };
-            for (taken, taken_key) in limits.iter().zip(item_keys).take(position) {
-                self.give_back(taken_key, taken).await?;
+            let mut gave_back = Ok(());
+            for ((limit, item_key), ours) in limits.iter().zip(item_keys).zip(&taken) {
+                // Every key is given back even when one fails, so one bad reply costs one debit.
+                let result = self.give_back(item_key, limit, &token, *ours).await;
+                if gave_back.is_ok() {
+                    gave_back = result;
+                }
             }
+            gave_back?;
             decisions.push(denied?);
             // The keys after the denying one were not asked; report what their state said.
             for (limit, state) in limits.iter().zip(&states).skip(position + 1) {
@@ -649,7 +742,10 @@ impl Store for DynamoStore {
         validate(limits)?;
         if let [limit] = limits {
             let item_key = self.item_key(limit.key);
-            let decision = self.acquire_one(&item_key, limit, self.now(), None).await?;
+            let token = op_token();
+            let (decision, _) = self
+                .acquire_one(&item_key, limit, self.now(), &token, None)
+                .await?;
             return Ok(Verdict::single(decision));
         }
         self.acquire_many(limits).await

@@ -5,6 +5,7 @@
 //! | `pk` | S, partition key | the store's prefix and the limit's key |
 //! | `tat` | N | theoretical arrival time, integer nanoseconds since the Unix epoch |
 //! | `expires_at` | N, TTL attribute | epoch seconds after which the bucket is full again |
+//! | `op` | S | a token of the decision that wrote `tat` last (retries and give-backs check it) |
 //!
 //! The table has no sort key and no other index. On-demand billing suits most limiters; a
 //! provisioned table works the same, and throttling is reported as `StoreError::Unavailable`.

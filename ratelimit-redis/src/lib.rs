@@ -26,4 +26,4 @@ mod script;
 mod slot;
 mod store;
 
-pub use store::{DEFAULT_PREFIX, DEFAULT_TIMEOUT, RedisStore};
+pub use store::{DEAD_AFTER, DEFAULT_PREFIX, DEFAULT_TIMEOUT, REPLACE_AT_MOST_EVERY, RedisStore};

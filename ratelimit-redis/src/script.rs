@@ -136,7 +136,8 @@ pub(crate) struct LimitReply {
 }
 
 /// Checks a script reply and turns it into decisions. Any reply that is not what the script
-/// returns (wrong length, a flag that is not 0 or 1, a negative duration) is [`StoreError::BadReply`].
+/// returns (wrong length, a flag that is not 0 or 1, a negative duration, a state that did not move
+/// forward, an overall verdict that disagrees with the limits') is [`StoreError::BadReply`].
 pub(crate) fn parse_reply(
     reply: &[i64],
     limits: &[Limit<'_>],
@@ -165,7 +166,9 @@ pub(crate) fn parse_reply(
             non_negative(retry)?,
             non_negative(reset)?,
         );
-        if allowed == (retry != 0) || old_tat < 0 || new_tat < 0 {
+        // The script always moves a bucket forward: `new_tat` is at least one interval past
+        // `old_tat`, whether it was written or not.
+        if allowed == (retry != 0) || old_tat < 0 || new_tat <= old_tat {
             return Err(StoreError::BadReply(format!(
                 "inconsistent decision for {:?}: allowed={allowed} retry_after={retry}us",
                 limit.key
@@ -183,6 +186,13 @@ pub(crate) fn parse_reply(
             old_tat,
             new_tat,
         });
+    }
+    // The script admits exactly when every limit does. A reply that says otherwise is not one it
+    // sent, and believing its first flag could admit a request that a limit denied.
+    if admitted != decisions.iter().all(|d| d.decision.is_allowed()) {
+        return Err(StoreError::BadReply(format!(
+            "the decision script said admitted={admitted} against its limits' decisions"
+        )));
     }
     Ok((admitted, decisions))
 }
@@ -208,6 +218,195 @@ fn non_negative(value: i64) -> Result<u64, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    const KEYS: [&str; 3] = ["a", "b", "c"];
+
+    fn policy() -> Policy {
+        Policy::per_second(10).unwrap_or_else(|_| unreachable!())
+    }
+
+    fn n_limits(n: usize) -> Vec<Limit<'static>> {
+        KEYS.iter()
+            .take(n)
+            .map(|k| Limit::new(k, policy()))
+            .collect()
+    }
+
+    /// What the script can send for `n` limits, written from the script's side independently of
+    /// `parse_reply`: an overall flag that is the conjunction of the limits', and per limit a 0/1
+    /// flag, non-negative durations, a retry-after exactly when denied, and a state moved forward.
+    fn well_formed(reply: &[i64], n: usize) -> bool {
+        if reply.len() != 1 + 6 * n {
+            return false;
+        }
+        let mut all = true;
+        for fields in reply[1..].chunks(6) {
+            let (allowed, slack, retry, reset, old, new) = (
+                fields[0], fields[1], fields[2], fields[3], fields[4], fields[5],
+            );
+            if !(allowed == 0 || allowed == 1) || slack < 0 || retry < 0 || reset < 0 {
+                return false;
+            }
+            if (allowed == 1) != (retry == 0) || old < 0 || new <= old {
+                return false;
+            }
+            all &= allowed == 1;
+        }
+        reply[0] == i64::from(all)
+    }
+
+    /// One limit's part of a reply the script could send (values up to 2^53, Lua's exact range).
+    fn limit_fields() -> impl Strategy<Value = [i64; 6]> {
+        let micros = 0i64..(1 << 53);
+        (
+            any::<bool>(),
+            micros.clone(),
+            1i64..(1 << 53),
+            micros.clone(),
+            micros,
+            1i64..(1 << 40),
+        )
+            .prop_map(|(allowed, slack, retry, reset, old, step)| {
+                [
+                    i64::from(allowed),
+                    slack,
+                    if allowed { 0 } else { retry },
+                    reset,
+                    old,
+                    old + step,
+                ]
+            })
+    }
+
+    fn reply_of(fields: &[[i64; 6]]) -> Vec<i64> {
+        let admitted = fields.iter().all(|f| f[0] == 1);
+        std::iter::once(i64::from(admitted))
+            .chain(fields.iter().flatten().copied())
+            .collect()
+    }
+
+    /// `parse_reply` on `reply` agrees with [`well_formed`]; for a well-formed reply, the
+    /// decisions carry its numbers.
+    fn check(reply: &[i64], n: usize) -> Result<(), TestCaseError> {
+        let limits = n_limits(n);
+        let parsed = parse_reply(reply, &limits);
+        if !well_formed(reply, n) {
+            prop_assert!(
+                matches!(parsed, Err(StoreError::BadReply(_))),
+                "{reply:?} for {n} limits gave {parsed:?}"
+            );
+            return Ok(());
+        }
+        let (admitted, replies) = match parsed {
+            Ok(parsed) => parsed,
+            Err(error) => return Err(TestCaseError::fail(format!("{reply:?}: {error}"))),
+        };
+        prop_assert_eq!(admitted, reply[0] == 1);
+        prop_assert_eq!(replies.len(), n);
+        let interval_us = 100_000u64;
+        for (fields, parsed) in reply[1..].chunks(6).zip(&replies) {
+            let d = parsed.decision;
+            prop_assert_eq!(d.is_allowed(), fields[0] == 1);
+            prop_assert_eq!(d.limit(), policy().burst());
+            let slack = u64::try_from(fields[1]).unwrap_or_default();
+            let remaining = u32::try_from(slack / interval_us).unwrap_or(u32::MAX);
+            prop_assert_eq!(d.remaining(), remaining.min(policy().burst()));
+            // Decisions hold nanoseconds in a u64: longer waits saturate there.
+            let micros = |v: i64| {
+                Duration::from_nanos(u64::try_from(v).unwrap_or_default().saturating_mul(1_000))
+            };
+            prop_assert_eq!(d.retry_after(), micros(fields[2]));
+            prop_assert_eq!(d.reset_after(), micros(fields[3]));
+            prop_assert_eq!((parsed.old_tat, parsed.new_tat), (fields[4], fields[5]));
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_replies_never_panic(
+            reply in proptest::collection::vec(any::<i64>(), 0..24),
+            n in 1usize..=3,
+        ) {
+            check(&reply, n)?;
+        }
+
+        #[test]
+        fn well_formed_replies_round_trip(
+            fields in proptest::collection::vec(limit_fields(), 1..=3),
+        ) {
+            let reply = reply_of(&fields);
+            prop_assert!(well_formed(&reply, fields.len()));
+            check(&reply, fields.len())?;
+        }
+
+        /// A well-formed reply with one value changed to anything, or one value dropped or added,
+        /// or its overall verdict or one limit's flag turned over: the near misses an arbitrary
+        /// vector almost never hits.
+        #[test]
+        fn damaged_replies_are_bad_replies(
+            fields in proptest::collection::vec(limit_fields(), 1..=3),
+            at in any::<prop::sample::Index>(),
+            value in prop_oneof![any::<i64>(), -2i64..3, Just(i64::MIN), Just(i64::MAX)],
+            damage in 0u8..5,
+        ) {
+            let mut reply = reply_of(&fields);
+            let i = at.index(reply.len());
+            match damage {
+                0 => reply[i] = value,
+                1 => { reply.remove(i); }
+                2 => reply.insert(i, value),
+                3 => reply[0] = 1 - reply[0],
+                _ => {
+                    let flag = 1 + 6 * at.index(fields.len());
+                    reply[flag] = 1 - reply[flag];
+                }
+            }
+            check(&reply, fields.len())?;
+        }
+    }
+
+    /// The corpus under `tests/corpus/parse_reply/`: replies worth keeping (found by the properties
+    /// above or written by hand), each with the verdict it must get. Format, one item a line:
+    /// `limits N`, `expect ok|bad`, `reply v1 v2 ...`; `#` starts a comment.
+    #[test]
+    fn corpus_replays() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/corpus/parse_reply");
+        let mut replayed = 0;
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| unreachable!("{dir}: {e}"));
+        for entry in entries {
+            let path = entry.unwrap_or_else(|e| unreachable!("{e}")).path();
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| unreachable!("{e}"));
+            let (mut n, mut expect_ok, mut reply) = (None, None, None);
+            for line in text.lines().map(str::trim) {
+                let mut words = line.split_whitespace();
+                match words.next() {
+                    Some("limits") => n = words.next().and_then(|w| w.parse::<usize>().ok()),
+                    Some("expect") => expect_ok = words.next().map(|w| w == "ok"),
+                    Some("reply") => {
+                        reply = words
+                            .map(str::parse::<i64>)
+                            .collect::<Result<Vec<_>, _>>()
+                            .ok()
+                    }
+                    _ => {}
+                }
+            }
+            let (Some(n), Some(expect_ok), Some(reply)) = (n, expect_ok, reply) else {
+                unreachable!("{}: needs limits, expect and reply lines", path.display());
+            };
+            let limits = n_limits(n);
+            let parsed = parse_reply(&reply, &limits);
+            assert_eq!(parsed.is_ok(), expect_ok, "{}: {parsed:?}", path.display());
+            assert_eq!(well_formed(&reply, n), expect_ok, "{}", path.display());
+            if let Err(error) = check(&reply, n) {
+                unreachable!("{}: {error}", path.display());
+            }
+            replayed += 1;
+        }
+        assert!(replayed >= 8, "only {replayed} corpus files in {dir}");
+    }
 
     fn limits(policy: Policy) -> Vec<Limit<'static>> {
         vec![Limit::new("a", policy)]

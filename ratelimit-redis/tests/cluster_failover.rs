@@ -85,7 +85,7 @@ async fn decisions_continue_after_a_master_is_killed() {
     let dir = std::env::var("RATELIMIT_SERVICES_DIR")
         .unwrap_or_else(|_| "/tmp/ratelimit-services".into());
     let node_dir = format!("{dir}/cluster/{port}");
-    let status = std::process::Command::new("redis-server")
+    let status = common::without_inherited_fds("redis-server")
         .args([
             "--port",
             &port.to_string(),
