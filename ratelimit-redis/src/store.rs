@@ -581,6 +581,19 @@ impl Store for RedisStore {
         crate::script::RESOLUTION_NS
     }
 
+    /// A standalone server is one node. In a cluster, the slot range of the key: the 16,384 slots
+    /// in as many ranges as a `Limiter` has breakers. A cluster gives each master contiguous
+    /// ranges, so a range is (almost always) one master, and a failed master trips only the
+    /// breakers of its ranges. The client does not expose its slot map, so this is the closest
+    /// stable stand-in for "the node".
+    fn node_of(&self, key: &str) -> usize {
+        if matches!(self.shared.source, Source::Standalone(..)) {
+            return 0;
+        }
+        let slot = usize::from(crate::slot::slot(self.redis_key(key).as_bytes()));
+        slot * ratelimit_core::NODE_BREAKERS / 16_384
+    }
+
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         validate_key(key)?;
         let mut command = redis::cmd("DEL");

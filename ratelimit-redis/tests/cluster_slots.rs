@@ -61,3 +61,19 @@ async fn slot_arithmetic_matches_the_cluster() {
         }
     }
 }
+
+/// One breaker per node: a standalone server is one node; in a cluster the breaker follows the
+/// key's slot range, so keys on different masters fall under different breakers, and keys that
+/// share a hash tag under the same one.
+#[tokio::test]
+async fn keys_map_to_breakers_by_slot_range() {
+    let standalone = common::standalone().await;
+    assert!((0..100).all(|i| standalone.node_of(&format!("k{i}")) == 0));
+    let cluster = common::cluster().await;
+    let nodes: std::collections::HashSet<usize> = (0..200)
+        .map(|i| cluster.node_of(&format!("k{i}")))
+        .collect();
+    assert!(nodes.len() > 3, "{nodes:?}");
+    assert!(nodes.iter().all(|n| *n < ratelimit_core::NODE_BREAKERS));
+    assert_eq!(cluster.node_of("{t}:a"), cluster.node_of("{t}:b"));
+}
