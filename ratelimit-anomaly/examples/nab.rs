@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use ratelimit_anomaly::forest::{ForestConfig, RandomCutForest};
-use ratelimit_anomaly::nab::{Corpus, WindowedGaussian, score};
+use ratelimit_anomaly::nab::{Corpus, WindowedGaussian, score, write_results};
 use ratelimit_anomaly::{DetectorConfig, RateDetector};
 
 /// Score the global-rate detector on the Numenta Anomaly Benchmark.
@@ -26,6 +26,10 @@ struct Args {
     /// Values per shingle for `--forest`.
     #[arg(long, default_value_t = 8)]
     shingle: usize,
+    /// Where to write NAB's results layout (`<dir>/<detector>/<category>/<detector>_<file>.csv`),
+    /// for NAB's own scorer.
+    #[arg(long, default_value = "target/nab/results")]
+    results: PathBuf,
     /// Override a detector setting, e.g. `--set hold_ticks=100` (repeatable).
     #[arg(long = "set", value_name = "NAME=VALUE")]
     settings: Vec<String>,
@@ -121,6 +125,24 @@ fn main() -> ExitCode {
             result.false_negatives,
             result.false_positives
         );
+    }
+    let detector = if args.forest {
+        "ratelimitForest"
+    } else if args.windowed_gaussian {
+        "windowedGaussian"
+    } else {
+        "ratelimit"
+    };
+    match write_results(&args.results, detector, &corpus, &scores) {
+        Ok(files) => println!(
+            "NAB results layout: {} files under {}",
+            files.len(),
+            args.results.join(detector).display()
+        ),
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
     }
     ExitCode::SUCCESS
 }

@@ -10,6 +10,10 @@
 //! before it). The total is normalised between a detector that never fires (0) and a perfect one
 //! (100).
 
+mod results;
+
+pub use results::{format_time, write_results};
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
