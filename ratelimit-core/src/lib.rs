@@ -46,6 +46,7 @@ mod keyed;
 mod keyed_state;
 mod limiter;
 mod memory;
+mod over_limit;
 mod policy;
 mod policy_cell;
 mod store;
@@ -62,6 +63,7 @@ pub use key::BucketKey;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedLimiter, KeyedLimiterBuilder};
 pub use limiter::{DEFAULT_COOLDOWN, DEFAULT_DEADLINE, FailurePolicy, Limiter, NODE_BREAKERS};
 pub use memory::MemoryStore;
+pub use over_limit::DEFAULT_OVER_LIMIT_KEYS;
 pub use policy::Policy;
 pub use policy_cell::PolicyCell;
 pub use store::{

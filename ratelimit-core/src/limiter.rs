@@ -8,6 +8,7 @@ use crate::clock::{Clock, MonotonicClock};
 use crate::decision::Decision;
 use crate::error::{RequestError, StoreError, StoreFailure};
 use crate::memory::MemoryStore;
+use crate::over_limit::{DEFAULT_OVER_LIMIT_KEYS, OverLimitCache};
 use crate::store::{Limit, Store, Verdict, validate};
 
 /// What a [`Limiter`] decides while its store cannot.
@@ -66,6 +67,10 @@ pub struct Limiter {
     breakers: [Breaker; NODE_BREAKERS],
     replicas: u32,
     fallback: MemoryStore,
+    // Keys the store just denied, answered "no" here until it said they have room again.
+    over_limit: Option<OverLimitCache>,
+    // Relaxed: a statistic.
+    over_limit_hits: AtomicU64,
     clock: MonotonicClock,
 }
 
@@ -85,6 +90,8 @@ impl Limiter {
             breakers: Default::default(),
             replicas: 1,
             fallback: MemoryStore::new(),
+            over_limit: Some(OverLimitCache::new(DEFAULT_OVER_LIMIT_KEYS)),
+            over_limit_hits: AtomicU64::new(0),
             clock: MonotonicClock::new(),
         }
     }
@@ -112,6 +119,23 @@ impl Limiter {
     pub fn with_replicas(mut self, replicas: u32) -> Self {
         self.replicas = replicas.max(1);
         self
+    }
+
+    /// Sets how many denied keys the over-limit cache remembers (0 turns it off; on by default,
+    /// for [`DEFAULT_OVER_LIMIT_KEYS`](crate::DEFAULT_OVER_LIMIT_KEYS) keys).
+    ///
+    /// A key the store denies is denied here, with no store call, until the store said it would
+    /// have room again, for requests costing at least as much. The cache never admits, so the
+    /// bound holds unchanged; a flood that is already over its limit costs no store round trip.
+    /// Stores that decide in this process ([`Store::acquire_sync`]) never reach it.
+    pub fn with_over_limit_cache(mut self, max_keys: usize) -> Self {
+        self.over_limit = (max_keys > 0).then(|| OverLimitCache::new(max_keys));
+        self
+    }
+
+    /// How many requests the over-limit cache has denied without asking the store.
+    pub fn over_limit_hits(&self) -> u64 {
+        self.over_limit_hits.load(Ordering::Relaxed)
     }
 
     /// The failure policy.
@@ -158,12 +182,20 @@ impl Limiter {
             return answer;
         }
         validate(limits)?;
+        let now = self.clock.now();
+        if let Some(verdict) = self.known_over_limit(limits, now) {
+            return Ok(verdict);
+        }
         let nodes = self.nodes_of(limits);
-        if !self.nodes_admit(nodes, self.clock.now()) {
+        if !self.nodes_admit(nodes, now) {
             return self.on_failure(limits, StoreFailure::CircuitOpen);
         }
         let outcome = tokio::time::timeout(self.deadline, self.store.acquire(limits)).await;
-        self.settle(limits, nodes, outcome)
+        let verdict = self.settle(limits, nodes, outcome)?;
+        if !verdict.is_allowed() && verdict.degraded_by().is_none() {
+            self.remember_denial(limits, &verdict);
+        }
+        Ok(verdict)
     }
 
     /// [`acquire`](Self::acquire) without a future, when the store decides in this process
@@ -193,6 +225,9 @@ impl Limiter {
     /// Fills `key`'s bucket up again, in the store and in the local fallback.
     pub async fn reset(&self, key: &str) -> Result<(), StoreError> {
         self.fallback.reset(key).await?;
+        if let Some(cache) = &self.over_limit {
+            cache.remove(key);
+        }
         match tokio::time::timeout(self.deadline, self.store.reset(key)).await {
             Ok(result) => result,
             Err(_) => Err(StoreError::Timeout(self.deadline)),
@@ -258,6 +293,47 @@ impl Limiter {
 }
 
 impl Limiter {
+    /// The answer for a request one of whose keys the store has just denied, if any: denied by
+    /// that limit until the store said; the other limits were not consulted and are shown as
+    /// admitting with nothing taken.
+    fn known_over_limit(&self, limits: &[Limit<'_>], now: u64) -> Option<Verdict> {
+        let cache = self.over_limit.as_ref()?;
+        let mut decisions = Vec::with_capacity(limits.len());
+        let mut denied = false;
+        for limit in limits {
+            let burst = limit.policy.burst();
+            decisions.push(match cache.denied_until(limit.key, limit.cost, now) {
+                Some(until) => {
+                    denied = true;
+                    let wait = Duration::from_nanos(until - now);
+                    Decision::new(false, burst, 0, wait, wait)
+                }
+                None => Decision::new(true, burst, burst, Duration::ZERO, Duration::ZERO),
+            });
+        }
+        if !denied {
+            return None;
+        }
+        self.over_limit_hits.fetch_add(1, Ordering::Relaxed);
+        Some(Verdict::new(false, decisions))
+    }
+
+    /// Remembers the limits that denied `verdict` until the store said they have room again.
+    fn remember_denial(&self, limits: &[Limit<'_>], verdict: &Verdict) {
+        let Some(cache) = &self.over_limit else {
+            return;
+        };
+        // Measured from now, after the reply: the store's instant is a round trip earlier, so
+        // this waits a little longer than needed, never less.
+        let now = self.clock.now();
+        for (limit, decision) in limits.iter().zip(verdict.decisions()) {
+            if !decision.is_allowed() {
+                let until = now.saturating_add(duration_ns(decision.retry_after()));
+                cache.insert(limit.key, limit.cost, until, now);
+            }
+        }
+    }
+
     /// Decides `limits` on this replica's share of each, in local buckets.
     fn local_share(&self, limits: &[Limit<'_>]) -> Verdict {
         let deny = |limits: &[Limit<'_>]| {
