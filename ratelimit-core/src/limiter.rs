@@ -277,15 +277,7 @@ impl Limiter {
                     })
                     .collect(),
             ),
-            FailurePolicy::Closed => Verdict::new(
-                false,
-                limits
-                    .iter()
-                    .map(|l| {
-                        Decision::new(false, l.policy.burst(), 0, self.cooldown, self.cooldown)
-                    })
-                    .collect(),
-            ),
+            FailurePolicy::Closed => self.deny_for_cooldown(limits),
             FailurePolicy::LocalFallback => self.local_share(limits),
         };
         Ok(verdict.degraded(failure))
@@ -334,19 +326,20 @@ impl Limiter {
         }
     }
 
+    /// Every limit denied, with the breaker's cooldown as the wait.
+    fn deny_for_cooldown(&self, limits: &[Limit<'_>]) -> Verdict {
+        Verdict::new(
+            false,
+            limits
+                .iter()
+                .map(|l| Decision::new(false, l.policy.burst(), 0, self.cooldown, self.cooldown))
+                .collect(),
+        )
+    }
+
     /// Decides `limits` on this replica's share of each, in local buckets.
     fn local_share(&self, limits: &[Limit<'_>]) -> Verdict {
-        let deny = |limits: &[Limit<'_>]| {
-            Verdict::new(
-                false,
-                limits
-                    .iter()
-                    .map(|l| {
-                        Decision::new(false, l.policy.burst(), 0, self.cooldown, self.cooldown)
-                    })
-                    .collect(),
-            )
-        };
+        let deny = |limits: &[Limit<'_>]| self.deny_for_cooldown(limits);
         let mut shares: smallvec::SmallVec<[Limit<'_>; 4]> = smallvec::SmallVec::new();
         for limit in limits {
             match limit.policy.share(self.replicas) {
