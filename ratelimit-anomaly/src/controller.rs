@@ -461,7 +461,25 @@ impl Controller {
             }
         };
 
-        if suspicious {
+        // While mitigating, what keeps a tightening: any signal but "elevated" alone on a healthy
+        // backend. The baseline is frozen while mitigating, so traffic that settles above it (the
+        // day's peak after a night-time flood) would be "elevated" for ever and hold the
+        // tightening with nothing wrong. Newcomers above their normal level hold it too (a flood
+        // met by the newcomers' budget keeps the backend healthy).
+        let newcomer_surge = self.newcomers.seen() > 10
+            && stats.newcomer_requests as f64
+                > self.config.newcomer_factor * self.newcomers.mean().max(1.0);
+        let holding = score >= self.config.suspect_score
+            || spread
+            || ramping
+            || unusual
+            || newcomer_surge
+            || (elevated && !healthy);
+        let unsettled = match self.state {
+            State::Normal | State::Suspect => suspicious,
+            State::Mitigating | State::Recovering => holding,
+        };
+        if unsettled {
             self.suspicious_for += 1;
             self.calm_for = 0;
         } else {
@@ -494,7 +512,7 @@ impl Controller {
                     if self.calm_for >= self.config.quiet_ticks {
                         self.state = State::Recovering;
                     }
-                } else if !suspicious {
+                } else if !holding {
                     self.relax(reason, &mut actions);
                 }
             }
@@ -1010,5 +1028,22 @@ mod tests {
                 controller.state()
             );
         }
+    }
+
+    /// Traffic that settles at a level above the baseline frozen when mitigation began (the day's
+    /// peak after a night-time flood), on a healthy backend: the tightening must relax. The
+    /// baseline does not learn while mitigating, so "elevated" alone can never end it.
+    #[test]
+    fn a_tightening_relaxes_on_a_healthy_backend_even_if_traffic_stays_above_the_old_baseline() {
+        let config = ControllerConfig::default();
+        let mut controller = warmed_up(config.clone());
+        for _ in 0..20 {
+            controller.on_tick(&tick(20_000, 200, 2_000));
+        }
+        assert!(controller.factor() < 1.0);
+        for i in 0..(config.quiet_ticks + 9 + 5 + 60) {
+            controller.on_tick(&tick(2_500 + u64::from(i % 7) * 10, 5, 0));
+        }
+        assert_eq!(controller.factor(), 1.0, "state {:?}", controller.state());
     }
 }
