@@ -375,18 +375,24 @@ impl Controller {
         self.expire_penalties(&mut actions);
 
         let requests = stats.requests as f64;
-        let score = self.detector.update(requests);
+        let score = self.detector.update_at(stats.at, requests);
         self.last_score = score;
         let healthy = self.healthy(stats);
         self.last_healthy = healthy;
+        // What this time of day usually brings, once the seasonal baseline knows it; the flat
+        // baseline before. Against the flat one, every morning's rise looks like a flood.
+        let expected = stats
+            .at
+            .and_then(|t| self.detector.expected_at(t))
+            .unwrap_or_else(|| self.traffic.mean());
         let elevated = self.traffic.seen() > 10
-            && requests > self.config.elevated_factor * self.traffic.mean()
-            && requests > self.traffic.mean() + 4.0 * self.traffic.std_dev();
+            && requests > self.config.elevated_factor * expected
+            && requests > expected + 4.0 * self.traffic.std_dev();
         // The rolled-up minute: a ramp too slow for the per-tick detector is a jump per minute.
         self.minute_sum += requests;
         let ticks_per_minute = (60.0 / self.config.tick.as_secs_f64()).round().max(1.0) as u64;
         if self.tick % ticks_per_minute == 0 {
-            self.minute_score = self.minute_detector.update(self.minute_sum);
+            self.minute_score = self.minute_detector.update_at(stats.at, self.minute_sum);
             self.minute_sum = 0.0;
         }
         // The distributed-flood fingerprint: many more sources than usual.
@@ -401,7 +407,7 @@ impl Controller {
                 .std_dev()
                 .max(self.traffic.mean().abs() * 1e-3)
                 .max(1e-9);
-            let z = (requests - self.traffic.mean()) / spread;
+            let z = (requests - expected) / spread;
             // An allowance of one spread a tick, and a ceiling at the threshold so that it forgets
             // within a few ticks once the rise ends.
             self.cusum = (self.cusum + z - 1.0).clamp(0.0, self.config.cusum_threshold);
@@ -419,7 +425,7 @@ impl Controller {
                 signal: Signal::GlobalRate,
                 score,
                 observed: requests,
-                baseline: self.traffic.mean(),
+                baseline: expected,
                 key: None,
                 ttl: None,
             }
@@ -1045,5 +1051,41 @@ mod tests {
             controller.on_tick(&tick(2_500 + u64::from(i % 7) * 10, 5, 0));
         }
         assert_eq!(controller.factor(), 1.0, "state {:?}", controller.state());
+    }
+
+    /// Traffic with a daily shape (a quiet night, a busy day from 08:00): once the seasonal
+    /// baseline knows the day, the morning's rise is what this time of day brings, and a backend
+    /// that is slow for a few minutes as it warms up is not met with a tightening. Against the
+    /// flat baseline every morning looked like a tenfold flood.
+    #[test]
+    fn the_morning_rise_is_compared_with_the_seasonal_baseline() {
+        let config = ControllerConfig {
+            tick: Duration::from_secs(60),
+            ..ControllerConfig::default()
+        };
+        let mut controller = Controller::new(config);
+        let minute = 60;
+        let mut tightened_on_day = Vec::new();
+        for i in 0u32..(6 * 24 * 60) {
+            let at = i64::from(i) * minute;
+            let hour = (at % 86_400) / 3_600;
+            let day = (8..20).contains(&hour);
+            let requests = if day { 2_000 } else { 200 } + u64::from(i % 7) * 5;
+            // The first ten minutes of each day the backend is slow, as caches warm.
+            let warming = day && (at % 86_400) - 8 * 3_600 < 600;
+            let mut stats = tick(requests, if warming { 200 } else { 5 }, 0);
+            stats.at = Some(at);
+            for decided in controller.on_tick(&stats) {
+                if matches!(decided.action, Action::ScaleGlobal { factor, .. } if factor < 1.0) {
+                    tightened_on_day.push(at / 86_400);
+                }
+            }
+        }
+        tightened_on_day.dedup();
+        // The first days teach the season; from the fourth day on, mornings are expected.
+        assert!(
+            tightened_on_day.iter().all(|d| *d < 3),
+            "tightened on days {tightened_on_day:?}"
+        );
     }
 }

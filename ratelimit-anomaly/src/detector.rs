@@ -125,6 +125,14 @@ impl RateDetector {
         score
     }
 
+    /// What the seasonal baseline expects at `unix_seconds` (its time of day), once it has seen
+    /// enough days of that time; `None` before, or without seasonal buckets.
+    pub fn expected_at(&self, unix_seconds: i64) -> Option<f64> {
+        let (baseline, seen) = self.seasonal[self.bucket_of(unix_seconds)?].as_ref()?;
+        let needed = self.config.seasonal_min_days * self.ticks_per_bucket_day();
+        (*seen as f64 >= needed).then(|| baseline.mean())
+    }
+
     /// How far `value` goes past the range seen so far, weighted, in range widths.
     fn novelty_of(&self, value: f64) -> f64 {
         let Some((low, high)) = self.range else {

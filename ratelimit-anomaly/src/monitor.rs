@@ -138,6 +138,9 @@ pub struct TickStats {
     pub established_server_errors: u64,
     /// 99th percentile latency of the responses to established clients.
     pub established_latency_p99: Duration,
+    /// When the tick was taken, in seconds since the Unix epoch: the controller compares the
+    /// traffic with the seasonal baseline of that time of day.
+    pub at: Option<i64>,
 }
 
 impl TickStats {
@@ -313,6 +316,10 @@ impl Monitor {
             established_responses: self.established_responses.swap(0, Ordering::Relaxed),
             established_server_errors: self.established_server_errors.swap(0, Ordering::Relaxed),
             established_latency_p99: percentile(&established_latency, 0.99),
+            at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .and_then(|d| i64::try_from(d.as_secs()).ok()),
         }
     }
 }

@@ -454,7 +454,9 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
                 monitor.record_response_of(name, 429, Duration::from_micros(50));
             }
         }
-        let stats = monitor.tick();
+        let mut stats = monitor.tick();
+        // Simulated time: a simulated day is a day to the seasonal baseline.
+        stats.at = Some(i64::from(tick) * 86_400 / i64::from(scenario.day_ticks.max(1)));
         let decided = controller.on_tick(&stats);
         monitor.cohorts().set_learning(controller.learning());
         for decided in &decided {
