@@ -22,10 +22,11 @@
 //! the configuration it had (see [`Config::load`]).
 
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use ratelimit_core::{Policy, PolicyError};
+use ratelimit_core::{BucketKey, Policy, PolicyError, Store, check_policy};
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -60,6 +61,18 @@ pub enum ConfigError {
         file: String,
         /// What is wrong.
         message: String,
+    },
+    /// A limit is valid but the store in use cannot count it (a rate finer than its clock):
+    /// refused when the configuration loads, so that no request ever meets it.
+    #[error("{file}: {field}: {source}")]
+    Unrepresentable {
+        /// The file.
+        file: String,
+        /// The descriptor's path in the file (`descriptors[0].descriptors[1].rate_limit`).
+        field: String,
+        /// What the store said.
+        #[source]
+        source: ratelimit_core::RequestError,
     },
 }
 
@@ -223,6 +236,11 @@ impl Entry {
 }
 
 /// The limit that applies to a descriptor, and the bucket it counts in.
+///
+/// The bucket's name is a [`BucketKey`]: the domain as its namespace, then every entry's key and
+/// value as length-prefixed parts. No value can spell another descriptor's bucket (a value
+/// `t|sub=s` is one part, not three), and a name too long for a store is hashed to a fixed
+/// size, the same on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched<'a> {
     /// The limit.
@@ -231,6 +249,8 @@ pub struct Matched<'a> {
     pub shadow_mode: bool,
     /// The bucket's key: the domain and every entry, so each value of a wildcard node has its own.
     pub bucket: String,
+    /// The descriptor's path in its file (`descriptors[0].descriptors[2]`), for messages.
+    pub field: String,
 }
 
 /// Every domain's descriptor tree.
@@ -286,6 +306,13 @@ impl Config {
 
     /// Reads a file, or every `.yaml` / `.yml` file of a directory (one domain each).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::from_texts(&Config::read(path)?)
+    }
+
+    /// The texts [`load`](Self::load) parses: the file, or every `.yaml` / `.yml` file of the
+    /// directory, in name order, with their names. Symbolic links are followed (a Kubernetes
+    /// ConfigMap volume is links into a directory that is swapped whole).
+    pub fn read(path: &Path) -> Result<Vec<(PathBuf, String)>, ConfigError> {
         let io = |source| ConfigError::Io {
             file: path.to_owned(),
             source,
@@ -311,15 +338,65 @@ impl Config {
         } else {
             files.push(path.to_owned());
         }
-        let mut config = Config::default();
+        let mut texts = Vec::with_capacity(files.len());
         for file in files {
             let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Io {
                 file: file.clone(),
                 source,
             })?;
-            config.add(&file.display().to_string(), &text)?;
+            texts.push((file, text));
+        }
+        Ok(texts)
+    }
+
+    /// Parses texts read by [`read`](Self::read), one domain each.
+    pub fn from_texts(texts: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        for (file, text) in texts {
+            config.add(&file.display().to_string(), text)?;
         }
         Ok(config)
+    }
+
+    /// Refuses a configuration with a limit that `store` cannot count (see
+    /// [`check_policy`]): call it whenever a configuration is loaded or reloaded for a store, so
+    /// that the refusal happens once, at load, and never as a per-request error.
+    pub fn check(&self, store: &dyn Store) -> Result<(), ConfigError> {
+        fn walk(
+            store: &dyn Store,
+            file: &str,
+            level: &[Descriptor],
+            path: &str,
+        ) -> Result<(), ConfigError> {
+            for (index, node) in level.iter().enumerate() {
+                let here = format!("{path}[{index}]");
+                if let Some(limit) = node.rate_limit.as_ref().filter(|l| !l.unlimited) {
+                    let unrepresentable = |source| ConfigError::Unrepresentable {
+                        file: file.to_string(),
+                        field: format!("{here}.rate_limit"),
+                        source,
+                    };
+                    // check_tree refused every policy that cannot be built at parse time.
+                    if let Ok(policy) = limit.policy() {
+                        check_policy(store, &policy).map_err(unrepresentable)?;
+                    }
+                }
+                walk(
+                    store,
+                    file,
+                    &node.descriptors,
+                    &format!("{here}.descriptors"),
+                )?;
+            }
+            Ok(())
+        }
+        let mut domains: Vec<_> = self.domains.values().collect();
+        // Sorted, so that the same configuration is always refused with the same message.
+        domains.sort_by(|a, b| a.0.cmp(&b.0));
+        for (file, descriptors) in domains {
+            walk(store, file, descriptors, "descriptors")?;
+        }
+        Ok(())
     }
 
     /// The domains configured.
@@ -333,20 +410,27 @@ impl Config {
     pub fn limit_for(&self, domain: &str, entries: &[Entry]) -> Option<Matched<'_>> {
         let (_, mut level) = self.domains.get(domain).map(|(f, d)| (f, d.as_slice()))?;
         let mut node = None;
-        let mut bucket = String::from(domain);
+        let mut bucket = BucketKey::new(domain);
+        let mut field = String::from("descriptors");
         for entry in entries {
-            let found = level
+            let (index, found) = level
                 .iter()
-                .find(|d| d.key == entry.key && d.value.as_deref() == Some(entry.value.as_str()))
+                .enumerate()
+                .find(|(_, d)| {
+                    d.key == entry.key && d.value.as_deref() == Some(entry.value.as_str())
+                })
                 .or_else(|| {
                     level
                         .iter()
-                        .find(|d| d.key == entry.key && d.value.is_none())
+                        .enumerate()
+                        .find(|(_, d)| d.key == entry.key && d.value.is_none())
                 })?;
-            bucket.push('|');
-            bucket.push_str(&entry.key);
-            bucket.push('=');
-            bucket.push_str(&entry.value);
+            bucket.push(&entry.key);
+            bucket.push(&entry.value);
+            if node.is_some() {
+                field.push_str(".descriptors");
+            }
+            let _ = write!(field, "[{index}]");
             level = &found.descriptors;
             node = Some(found);
         }
@@ -354,7 +438,8 @@ impl Config {
         Some(Matched {
             rate_limit: node.rate_limit.as_ref()?,
             shadow_mode: node.shadow_mode,
-            bucket,
+            bucket: bucket.finish(),
+            field,
         })
     }
 }
@@ -439,7 +524,14 @@ descriptors:
             .limit_for("edge", &[Entry::new("remote_address", "10.0.0.1")])
             .unwrap();
         assert_eq!(ip.rate_limit.requests_per_unit, 10);
-        assert_eq!(ip.bucket, "edge|remote_address=10.0.0.1");
+        assert_eq!(
+            ip.bucket,
+            BucketKey::new("edge")
+                .part("remote_address")
+                .part("10.0.0.1")
+                .finish()
+        );
+        assert_eq!(ip.field, "descriptors[0]");
         let login = config
             .limit_for("edge", &[Entry::new("path", "/login")])
             .unwrap();
@@ -456,7 +548,16 @@ descriptors:
             )
             .unwrap();
         assert_eq!(plan.rate_limit.requests_per_unit, 1000);
-        assert_eq!(plan.bucket, "edge|tenant=acme|plan=free");
+        assert_eq!(
+            plan.bucket,
+            BucketKey::new("edge")
+                .part("tenant")
+                .part("acme")
+                .part("plan")
+                .part("free")
+                .finish()
+        );
+        assert_eq!(plan.field, "descriptors[3].descriptors[0]");
         // No limit: an unknown key, a node without a limit, an unknown domain.
         assert!(
             config
@@ -481,6 +582,26 @@ descriptors:
                 .limit_for("other", &[Entry::new("path", "/x")])
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_value_spelling_a_deeper_descriptor_has_its_own_bucket() {
+        let config = Config::parse(
+            "t.yaml",
+            "domain: d\ndescriptors:\n  - key: t\n    rate_limit: { unit: second, requests_per_unit: 5 }\n    descriptors:\n      - key: sub\n        rate_limit: { unit: second, requests_per_unit: 1 }\n",
+        )
+        .unwrap();
+        let shallow = config
+            .limit_for("d", &[Entry::new("t", "t|sub=s")])
+            .unwrap();
+        let deep = config
+            .limit_for("d", &[Entry::new("t", "t"), Entry::new("sub", "s")])
+            .unwrap();
+        assert_ne!(shallow.bucket, deep.bucket);
+        let long = config
+            .limit_for("d", &[Entry::new("t", &"v".repeat(100_000))])
+            .unwrap();
+        assert!(long.bucket.len() <= ratelimit_core::MAX_KEY_LEN);
     }
 
     #[test]

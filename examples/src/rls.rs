@@ -4,11 +4,13 @@
 //! A request names a domain and carries descriptors; each descriptor that the configuration gives
 //! a limit (see [`descriptors`](crate::descriptors)) is one limit of the request, counted in a
 //! bucket of its own per distinct descriptor value. All enforced limits of a request are decided
-//! in one all-or-nothing call: an over-limit answer debits nothing anywhere. Descriptors in shadow
+//! in one all-or-nothing call: an over-limit answer debits nothing anywhere (for more than
+//! [`MAX_LIMITS`] distinct limits, see [`RateLimitServer::decide`]). Descriptors in shadow
 //! mode are counted in a second call and reported as they are, but never make the answer
 //! `OVER_LIMIT`. `hits_addend` (per request, or per descriptor) is each limit's cost, zero
 //! meaning one.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,10 +27,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use parking_lot::RwLock;
-use ratelimit_core::{Decision, Limit, Limiter};
+use ratelimit_core::{Decision, Limit, Limiter, MAX_LIMITS, Policy};
 use tonic::{Request, Response, Status};
 
-use crate::descriptors::{Config, Entry, Matched, Unit};
+use crate::descriptors::{Config, ConfigError, Entry, Matched, Unit};
 
 /// The rate limit service: a configuration (replaceable while serving) and a limiter.
 pub struct RateLimitServer {
@@ -46,6 +48,7 @@ pub struct Metrics {
     over_limit: AtomicU64,
     shadow_over_limit: AtomicU64,
     errors: AtomicU64,
+    refused: AtomicU64,
 }
 
 impl Metrics {
@@ -81,12 +84,47 @@ impl Metrics {
             "ratelimit_service_shadow_over_limit_total {}",
             self.shadow_over_limit.load(Ordering::Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP ratelimit_service_refused_total Store calls the limiter refused as invalid, answered OVER_LIMIT."
+        );
+        let _ = writeln!(out, "# TYPE ratelimit_service_refused_total counter");
+        let _ = writeln!(
+            out,
+            "ratelimit_service_refused_total {}",
+            self.refused.load(Ordering::Relaxed)
+        );
+        out
+    }
+
+    /// [`render`](Self::render) and the store's health as a gauge (1 healthy, 0 while the store
+    /// fails and the failure policy decides).
+    pub fn render_with_store(&self, store_healthy: bool) -> String {
+        let mut out = self.render();
+        let _ = writeln!(
+            out,
+            "# HELP ratelimit_service_store_healthy Whether the last store call succeeded (0: the failure policy decides)."
+        );
+        let _ = writeln!(out, "# TYPE ratelimit_service_store_healthy gauge");
+        let _ = writeln!(
+            out,
+            "ratelimit_service_store_healthy {}",
+            u8::from(store_healthy)
+        );
         out
     }
 }
 
 impl RateLimitServer {
-    /// A service deciding with `limiter` under `config`.
+    /// A service deciding with `limiter` under `config`, refusing a configuration with a limit
+    /// the limiter's store cannot count ([`Config::check`]).
+    pub fn try_new(config: Config, limiter: Arc<Limiter>) -> Result<Self, ConfigError> {
+        config.check(limiter.store().as_ref())?;
+        Ok(Self::new(config, limiter))
+    }
+
+    /// A service deciding with `limiter` under `config`, unchecked: a limit the store cannot
+    /// count is then `OVER_LIMIT` on every request (see [`try_new`](Self::try_new)).
     pub fn new(config: Config, limiter: Arc<Limiter>) -> Self {
         RateLimitServer {
             config: Arc::new(RwLock::new(Arc::new(config))),
@@ -124,93 +162,105 @@ impl RateLimitServer {
     }
 
     /// Decides one request.
+    ///
+    /// Every request Envoy can send gets a decision, because Envoy admits a request on any error
+    /// from this service unless `failure_mode_deny` is set. Only a request that names nothing to
+    /// decide (an empty domain, no descriptors, a descriptor without entries) is an error,
+    /// `INVALID_ARGUMENT`. Everything else is `OK` or `OVER_LIMIT`:
+    ///
+    /// - a value of any length has a bucket of bounded length (see [`Matched`]);
+    /// - descriptors that name the same bucket are one limit whose cost is the sum of theirs
+    ///   (saturating): the bucket is debited once per descriptor, as envoyproxy/ratelimit does;
+    /// - a cost above a limit's burst (a huge `hits_addend`, or many repeats) is `OVER_LIMIT`;
+    /// - more distinct limits than one store call decides ([`MAX_LIMITS`]) are decided in chunks
+    ///   (see [`enforce`](Self::enforce));
+    /// - an invalid request that the checks above missed ([`RequestError`](ratelimit_core::RequestError)) is `OVER_LIMIT`:
+    ///   failing closed never admits more than the bound.
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
+        if request.domain.is_empty() {
+            return Err(Status::invalid_argument("domain: must not be empty"));
+        }
+        if request.descriptors.is_empty() {
+            return Err(Status::invalid_argument("descriptors: must not be empty"));
+        }
+        if let Some(at) = request
+            .descriptors
+            .iter()
+            .position(|d| d.entries.is_empty())
+        {
+            return Err(Status::invalid_argument(format!(
+                "descriptors[{at}]: a descriptor must have at least one entry"
+            )));
+        }
         let config = self.config.read().clone();
-        let request_hits = request.hits_addend.max(1);
-        // Per descriptor: its match (if any) and its cost.
-        let mut matched: Vec<Option<(Matched<'_>, u32)>> =
-            Vec::with_capacity(request.descriptors.len());
+        // Zero means one, as Envoy sends it; costs are u64 from here on, so that no addend is
+        // truncated (2^32 + 5 is not 5) and no sum overflows.
+        let request_hits = u64::from(request.hits_addend.max(1));
+        let mut limits: Vec<Merged<'_>> = Vec::new();
+        let mut by_bucket: HashMap<String, usize> = HashMap::new();
+        // Per descriptor: the limit it counts in, if any.
+        let mut slot_of: Vec<Option<usize>> = Vec::with_capacity(request.descriptors.len());
         for descriptor in &request.descriptors {
-            let entries = entries_of(descriptor);
-            let hits = descriptor.hits_addend.as_ref().map_or(request_hits, |h| {
-                u32::try_from(h.value).unwrap_or(u32::MAX).max(1)
-            });
-            matched.push(
-                config
-                    .limit_for(&request.domain, &entries)
-                    .filter(|m| !m.rate_limit.unlimited)
-                    .map(|m| (m, hits)),
-            );
+            let hits = descriptor
+                .hits_addend
+                .as_ref()
+                .map_or(request_hits, |h| h.value.max(1));
+            let Some(matched) = config
+                .limit_for(&request.domain, &entries_of(descriptor))
+                .filter(|m| !m.rate_limit.unlimited)
+            else {
+                slot_of.push(None);
+                continue;
+            };
+            let at = match by_bucket.get(&matched.bucket) {
+                Some(&at) => at,
+                None => {
+                    by_bucket.insert(matched.bucket.clone(), limits.len());
+                    limits.push(Merged {
+                        // The configuration was checked when it loaded; a policy that still
+                        // cannot be built makes the limit one that never admits (fail closed).
+                        policy: matched.rate_limit.policy().ok(),
+                        matched,
+                        cost: 0,
+                        decision: None,
+                        never: false,
+                    });
+                    limits.len() - 1
+                }
+            };
+            limits[at].cost = limits[at].cost.saturating_add(hits);
+            slot_of.push(Some(at));
         }
-        let mut policies = Vec::with_capacity(matched.len());
-        for m in &matched {
-            policies.push(match m {
-                Some((m, _)) => Some(
-                    m.rate_limit
-                        .policy()
-                        .map_err(|e| Status::internal(format!("limit of {}: {e}", m.bucket)))?,
-                ),
-                None => None,
-            });
+        for limit in &mut limits {
+            // A cost above the burst can never be admitted: over limit without asking the store.
+            limit.never = limit
+                .policy
+                .is_none_or(|p| limit.cost > u64::from(p.burst()));
         }
 
-        // A cost above a limit's burst can never be admitted: over limit without asking the store.
-        let impossible: Vec<bool> = matched
-            .iter()
-            .zip(&policies)
-            .map(|(m, p)| matches!((m, p), (Some((_, hits)), Some(p)) if *hits > p.burst()))
+        let mut over = limits.iter().any(|l| l.never && !l.matched.shadow_mode);
+        let enforced: Vec<usize> = (0..limits.len())
+            .filter(|&i| !limits[i].matched.shadow_mode && !limits[i].never)
             .collect();
-        let enforced =
-            |i: usize| matched[i].as_ref().is_some_and(|(m, _)| !m.shadow_mode) && !impossible[i];
-        let shadow =
-            |i: usize| matched[i].as_ref().is_some_and(|(m, _)| m.shadow_mode) && !impossible[i];
+        if !over && !enforced.is_empty() {
+            over = !self.enforce(&mut limits, &enforced).await;
+        }
+        let shadow: Vec<usize> = (0..limits.len())
+            .filter(|&i| limits[i].matched.shadow_mode && !limits[i].never)
+            .collect();
+        for chunk in shadow.chunks(MAX_LIMITS) {
+            // Shadow limits are counted, never enforced: each chunk is decided on its own.
+            self.call(&mut limits, chunk, Call::Shadow).await;
+        }
+        for limit in limits.iter().filter(|l| l.matched.shadow_mode) {
+            if limit.is_over() {
+                self.metrics
+                    .shadow_over_limit
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(descriptor = %limit.matched.field, "over limit in shadow mode");
+            }
+        }
 
-        let decide = |select: &dyn Fn(usize) -> bool| {
-            let mut positions = Vec::new();
-            let mut limits = Vec::new();
-            for (i, m) in matched.iter().enumerate() {
-                if let (true, Some((m, hits)), Some(policy)) = (select(i), m, policies[i]) {
-                    positions.push(i);
-                    limits.push(Limit::new(&m.bucket, policy).with_cost(*hits));
-                }
-            }
-            (positions, limits)
-        };
-        let (enforced_at, enforced_limits) = decide(&enforced);
-        let (shadow_at, shadow_limits) = decide(&shadow);
-        let mut decisions: Vec<Option<Decision>> = vec![None; matched.len()];
-        // An enforced descriptor that can never pass makes the request over limit, unasked.
-        let mut over = impossible
-            .iter()
-            .zip(&matched)
-            .any(|(&never, m)| never && m.as_ref().is_some_and(|(m, _)| !m.shadow_mode));
-        if !enforced_limits.is_empty() && !over {
-            let verdict = self
-                .limiter
-                .acquire(&enforced_limits)
-                .await
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            over = !verdict.is_allowed();
-            for (position, decision) in enforced_at.iter().zip(verdict.decisions()) {
-                decisions[*position] = Some(*decision);
-            }
-        }
-        if !shadow_limits.is_empty() {
-            let verdict = self
-                .limiter
-                .acquire(&shadow_limits)
-                .await
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
-            for (position, decision) in shadow_at.iter().zip(verdict.decisions()) {
-                decisions[*position] = Some(*decision);
-                if !decision.is_allowed() {
-                    self.metrics
-                        .shadow_over_limit
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(descriptor = %matched[*position].as_ref().map_or("", |(m, _)| m.bucket.as_str()), "over limit in shadow mode");
-                }
-            }
-        }
         let counter = if over {
             &self.metrics.over_limit
         } else {
@@ -223,25 +273,125 @@ impl RateLimitServer {
                 .iter()
                 .flat_map(|d| &d.entries)
                 .find(|e| e.key == "remote_address")
-                .map(|e| e.value.as_str());
+                // A client names itself: its name's size must not be the monitor's.
+                .map(|e| ratelimit_core::key::bounded(&e.value));
             monitor.record(&ratelimit_anomaly::RequestEvent {
-                client,
+                client: client.as_deref(),
                 api_key: None,
                 route: Some(&request.domain),
                 limited: over,
             });
         }
 
-        let statuses = matched
+        let statuses = slot_of
             .iter()
-            .enumerate()
-            .map(|(i, m)| status_of(m.as_ref().map(|(m, _)| m), decisions[i], impossible[i]))
+            .map(|slot| status_of(slot.map(|at| &limits[at])))
             .collect();
         Ok(RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses,
             ..RateLimitResponse::default()
         })
+    }
+
+    /// Decides the enforced limits `at` of `limits`; whether the request is admitted.
+    ///
+    /// Up to [`MAX_LIMITS`] limits are one all-or-nothing store call. More are decided in chunks
+    /// of [`MAX_LIMITS`]: first every chunk is peeked, and a request that any chunk would deny is
+    /// denied with nothing debited; then the chunks are debited in turn, and a chunk that denies
+    /// after all (a race with another request between the peek and the debit) stops the request
+    /// with the earlier chunks debited. That can only under-admit: no limit is ever debited past
+    /// its bound, and a debited chunk only leaves less for later requests.
+    async fn enforce(&self, limits: &mut [Merged<'_>], at: &[usize]) -> bool {
+        if at.len() > MAX_LIMITS {
+            let mut all = true;
+            for chunk in at.chunks(MAX_LIMITS) {
+                all &= self.call(limits, chunk, Call::Peek).await;
+            }
+            if !all {
+                return false;
+            }
+        }
+        for chunk in at.chunks(MAX_LIMITS) {
+            if !self.call(limits, chunk, Call::Acquire).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// One store call for the limits `chunk` of `limits`, all-or-nothing; whether it admitted.
+    /// Each limit gets its decision; a limit the limiter refused as invalid becomes `never`.
+    async fn call(&self, limits: &mut [Merged<'_>], chunk: &[usize], call: Call) -> bool {
+        let (asked_at, answer) = {
+            // The keys borrow from `limits`: ask first, write the decisions afterwards.
+            let (asked_at, asked): (Vec<usize>, Vec<Limit<'_>>) = chunk
+                .iter()
+                .filter_map(|&i| Some((i, limits[i].limit()?)))
+                .unzip();
+            let answer = match call {
+                Call::Peek => self.limiter.peek(&asked).await,
+                Call::Acquire | Call::Shadow => self.limiter.acquire(&asked).await,
+            };
+            (
+                asked_at,
+                answer.map(|v| (v.is_allowed(), v.decisions().to_vec())),
+            )
+        };
+        match answer {
+            Ok((allowed, decisions)) => {
+                for (&i, decision) in asked_at.iter().zip(decisions) {
+                    limits[i].decision = Some(decision);
+                }
+                allowed && asked_at.len() == chunk.len()
+            }
+            Err(error) => {
+                // An invalid request reached the limiter after all: over limit (fail closed),
+                // never an error status that Envoy would admit.
+                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%error, "an invalid request reached the limiter; answered OVER_LIMIT");
+                for &i in chunk {
+                    limits[i].never = true;
+                }
+                false
+            }
+        }
+    }
+}
+
+/// What a store call is for.
+#[derive(Clone, Copy)]
+enum Call {
+    /// Would the limits admit? Debits nothing.
+    Peek,
+    /// Debit enforced limits.
+    Acquire,
+    /// Debit shadow limits (counted, never enforced).
+    Shadow,
+}
+
+/// One limit of a request: the descriptors of the request that name its bucket, merged.
+struct Merged<'c> {
+    matched: Matched<'c>,
+    /// `None` only for a limit the configuration check should have refused: never admits.
+    policy: Option<Policy>,
+    /// The sum of the descriptors' costs, saturating.
+    cost: u64,
+    decision: Option<Decision>,
+    /// Over limit without a store decision: the cost exceeds the burst, or the limiter refused it.
+    never: bool,
+}
+
+impl Merged<'_> {
+    /// The limit to ask the store: `None` for a limit without a policy or with a cost that
+    /// does not fit a u32 (both are `never`, and never asked).
+    fn limit(&self) -> Option<Limit<'_>> {
+        let cost = u32::try_from(self.cost).ok()?;
+        Some(Limit::new(&self.matched.bucket, self.policy?).with_cost(cost))
+    }
+
+    fn is_over(&self) -> bool {
+        self.never || self.decision.is_some_and(|d| !d.is_allowed())
     }
 }
 
@@ -255,27 +405,28 @@ fn entries_of(descriptor: &RateLimitDescriptor) -> Vec<Entry> {
 
 /// A descriptor's status as Envoy expects it: its code, the limit that applied, what is left and
 /// when the bucket is full again. Descriptors with no limit are `OK` with no limit.
-fn status_of(
-    matched: Option<&Matched<'_>>,
-    decision: Option<Decision>,
-    impossible: bool,
-) -> DescriptorStatus {
-    let Some(m) = matched else {
+fn status_of(limit: Option<&Merged<'_>>) -> DescriptorStatus {
+    let Some(limit) = limit else {
         return DescriptorStatus {
             code: Code::Ok as i32,
             ..DescriptorStatus::default()
         };
     };
+    let m = &limit.matched;
     let current_limit = Some(PbRateLimit {
         name: m.rate_limit.name.clone().unwrap_or_default(),
         requests_per_unit: m.rate_limit.requests_per_unit,
         unit: pb_unit(m.rate_limit.unit) as i32,
     });
-    let over = impossible || decision.is_some_and(|d| !d.is_allowed());
+    let decision = limit.decision;
     DescriptorStatus {
         // A shadow-mode descriptor is reported as it is: Envoy ignores its code for the verdict
         // only because the overall code says OK.
-        code: if over { Code::OverLimit } else { Code::Ok } as i32,
+        code: if limit.is_over() {
+            Code::OverLimit
+        } else {
+            Code::Ok
+        } as i32,
         current_limit,
         limit_remaining: decision.map_or(0, |d| d.remaining()),
         duration_until_reset: decision.map(|d| pb_duration(d.reset_after())),

@@ -1,107 +1,214 @@
-//! A running `ratelimit-service` whose configuration file is rewritten: with an error, the old
-//! configuration keeps serving; fixed, the new one applies.
-#![allow(clippy::unwrap_used, clippy::panic)]
+//! A running `ratelimit-service` whose configuration is rewritten: with an error, the old
+//! configuration keeps serving; fixed, the new one applies; a file caught half-written is never
+//! served; a Kubernetes ConfigMap's symlink swap is seen.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod support;
 
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use common::{Process, free_port};
-use std::time::{Duration, SystemTime};
-
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
-use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+use support::{Service, ask, descriptor, eventually, temp_dir};
 use tonic::transport::Channel;
 
-fn config(per_second: &str) -> String {
+fn config(per_hour: &str) -> String {
     format!(
-        "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: {{ unit: second, requests_per_unit: {per_second} }}\n"
+        "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: {{ unit: hour, requests_per_unit: {per_hour} }}\n"
     )
 }
 
-/// The limit the service reports for a fresh address.
-async fn limit(client: &mut RateLimitServiceClient<Channel>, n: u32) -> u32 {
-    let answer = client
-        .should_rate_limit(RateLimitRequest {
-            domain: "edge".into(),
-            descriptors: vec![RateLimitDescriptor {
-                entries: vec![Entry {
-                    key: "remote_address".into(),
-                    value: format!("10.5.0.{n}"),
-                }],
-                ..RateLimitDescriptor::default()
-            }],
-            hits_addend: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    answer.statuses[0]
-        .current_limit
-        .as_ref()
-        .unwrap()
-        .requests_per_unit
+/// The limit of each descriptor of the answer (`None`: no limit applied).
+fn limits(answer: &RateLimitResponse) -> Vec<Option<u32>> {
+    answer
+        .statuses
+        .iter()
+        .map(|s| s.current_limit.as_ref().map(|l| l.requests_per_unit))
+        .collect()
 }
 
-fn rewrite(path: &std::path::Path, text: String, seconds: u64) {
-    std::fs::write(path, text).unwrap();
-    // Modification times can be coarse: step them forward by hand.
-    let file = std::fs::File::options().write(true).open(path).unwrap();
-    file.set_modified(SystemTime::now() + Duration::from_secs(seconds))
-        .unwrap();
+/// Asks for `keys`, each with a value never used before (so no bucket ever runs out).
+async fn limits_of(
+    client: &mut RateLimitServiceClient<Channel>,
+    keys: &[&str],
+) -> Vec<Option<u32>> {
+    static VALUES: AtomicU64 = AtomicU64::new(0);
+    let value = format!("v{}", VALUES.fetch_add(1, Ordering::Relaxed));
+    let descriptors = keys.iter().map(|k| descriptor(&[(k, &value)])).collect();
+    limits(&ask(client, "edge", descriptors, 0).await.unwrap())
+}
+
+async fn start(path: &Path, settle_ms: &str) -> Service {
+    Service::start(&[
+        "--config",
+        path.to_str().unwrap(),
+        "--reload-ms",
+        "20",
+        "--reload-settle-ms",
+        settle_ms,
+    ])
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rewrite_keeps_the_running_configuration() {
-    let dir = std::env::temp_dir().join(format!("rl-reload-e2e-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("rl-reload-e2e");
     let path = dir.join("edge.yaml");
     std::fs::write(&path, config("10")).unwrap();
-    let (grpc, http) = (free_port(), free_port());
-    let _service = Process(
-        Command::new(env!("CARGO_BIN_EXE_ratelimit-service"))
-            .args(["--config", path.to_str().unwrap(), "--reload-ms", "50"])
-            .args([
-                "--grpc",
-                &format!("127.0.0.1:{grpc}"),
-                "--http",
-                &format!("127.0.0.1:{http}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut client = None;
-    for _ in 0..200 {
-        if let Ok(c) = RateLimitServiceClient::connect(format!("http://127.0.0.1:{grpc}")).await {
-            client = Some(c);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let mut client = client.unwrap_or_else(|| panic!("ratelimit-service did not start"));
-    assert_eq!(limit(&mut client, 1).await, 10);
-
-    rewrite(&path, config("-3"), 1);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    let service = start(&path, "100").await;
+    let mut client = service.client().await;
     assert_eq!(
-        limit(&mut client, 2).await,
-        10,
+        limits_of(&mut client, &["remote_address"]).await,
+        [Some(10)]
+    );
+
+    std::fs::write(&path, config("-3")).unwrap();
+    let refused = "ratelimit_service_config_reloads_total{result=\"refused\"}";
+    assert!(
+        eventually(|| async { service.metric(refused).await == Some(1.0) }).await,
+        "the broken file was never judged"
+    );
+    assert_eq!(
+        limits_of(&mut client, &["remote_address"]).await,
+        [Some(10)],
         "a broken file replaced the configuration"
     );
 
-    rewrite(&path, config("20"), 2);
-    let mut reloaded = false;
-    for n in 3..100 {
-        if limit(&mut client, n).await == 20 {
-            reloaded = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    std::fs::write(&path, config("20")).unwrap();
+    let reloaded = eventually(|| {
+        let mut client = client.clone();
+        async move { limits_of(&mut client, &["remote_address"]).await == [Some(20)] }
+    })
+    .await;
     assert!(reloaded, "the fixed file was not loaded");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A writer that pauses halfway through a file leaves a valid prefix on disk (here: the new
+/// file's first descriptor, without its second). The service must never serve that prefix: at
+/// every moment, both descriptors have a limit, the old ones or the new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_written_file_is_never_served() {
+    use std::io::Write;
+    let dir = temp_dir("rl-reload-half");
+    let path = dir.join("edge.yaml");
+    let old = "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: hour, requests_per_unit: 10 }\n  - key: b\n    rate_limit: { unit: hour, requests_per_unit: 7 }\n";
+    let first_half = "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: hour, requests_per_unit: 20 }\n";
+    let second_half = "  - key: b\n    rate_limit: { unit: hour, requests_per_unit: 8 }\n";
+    std::fs::write(&path, old).unwrap();
+    // The settle period is far longer than the writer's pause, even on a busy machine.
+    let service = start(&path, "3000").await;
+    let mut client = service.client().await;
+    assert_eq!(
+        limits_of(&mut client, &["a", "b"]).await,
+        [Some(10), Some(7)]
+    );
+
+    let watcher = {
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                let now = limits_of(&mut client, &["a", "b"]).await;
+                assert!(
+                    now == [Some(10), Some(7)] || now == [Some(20), Some(8)],
+                    "served {now:?}: a half-written file (after {seen:?})"
+                );
+                if now == [Some(20), Some(8)] {
+                    return;
+                }
+                if seen.last() != Some(&now) {
+                    seen.push(now);
+                }
+            }
+        })
+    };
+    let mut file = std::fs::File::create(&path).unwrap();
+    file.write_all(first_half.as_bytes()).unwrap();
+    file.sync_all().unwrap();
+    // The writer's pause is the attack, not a wait for something.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    file.write_all(second_half.as_bytes()).unwrap();
+    file.sync_all().unwrap();
+    drop(file);
+    tokio::time::timeout(support::PATIENCE, watcher)
+        .await
+        .expect("the complete file was never loaded")
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Kubernetes mounts a ConfigMap as links (`edge.yaml -> ..data/edge.yaml`,
+/// `..data -> ..<timestamp>`) and updates it by replacing `..data` atomically. The new file can
+/// carry the old one's modification time; the service must load it, as a file path and as a
+/// directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_symlink_swap_is_loaded() {
+    use std::os::unix::fs::symlink;
+    let dir = temp_dir("rl-reload-configmap");
+    let first = dir.join("..2026_12_03_06_00_00.0001");
+    std::fs::create_dir(&first).unwrap();
+    std::fs::write(first.join("edge.yaml"), config("10")).unwrap();
+    symlink("..2026_12_03_06_00_00.0001", dir.join("..data")).unwrap();
+    symlink("..data/edge.yaml", dir.join("edge.yaml")).unwrap();
+    let by_file = start(&dir.join("edge.yaml"), "100").await;
+    let by_dir = start(&dir, "100").await;
+    for service in [&by_file, &by_dir] {
+        let mut client = service.client().await;
+        assert_eq!(
+            limits_of(&mut client, &["remote_address"]).await,
+            [Some(10)]
+        );
+    }
+
+    let second = dir.join("..2026_12_03_06_05_00.0002");
+    std::fs::create_dir(&second).unwrap();
+    std::fs::write(second.join("edge.yaml"), config("20")).unwrap();
+    let old_mtime = std::fs::metadata(first.join("edge.yaml"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(second.join("edge.yaml"))
+        .unwrap()
+        .set_modified(old_mtime)
+        .unwrap();
+    symlink("..2026_12_03_06_05_00.0002", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(&first).unwrap();
+
+    for service in [&by_file, &by_dir] {
+        let client = service.client().await;
+        let reloaded = eventually(|| {
+            let mut client = client.clone();
+            async move { limits_of(&mut client, &["remote_address"]).await == [Some(20)] }
+        })
+        .await;
+        assert!(reloaded, "the swapped ConfigMap was not loaded");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `--reload-ms 0` turns reloading off: the service starts, serves, and watches nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_zero_turns_reloading_off() {
+    let dir = temp_dir("rl-reload-zero");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, config("10")).unwrap();
+    let service = Service::start(&["--config", path.to_str().unwrap(), "--reload-ms", "0"])
+        .await
+        .unwrap();
+    let mut client = service.client().await;
+    assert_eq!(
+        limits_of(&mut client, &["remote_address"]).await,
+        [Some(10)]
+    );
+    let (_, metrics) = service.get("/metrics").await.unwrap();
+    assert!(!metrics.contains("config_reloads_total"), "{metrics}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

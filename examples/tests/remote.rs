@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_core::{Limiter, MemoryStore};
 use ratelimit_examples::descriptors::Config;
 use ratelimit_examples::gateway::{GatewayConfig, start};
@@ -29,7 +30,19 @@ async fn the_gateway_follows_the_rate_limit_service() {
             .add_service(service.into_service())
             .serve(rls),
     );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Wait until the service answers, not for a guess at how long it takes to start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let client = RateLimitServiceClient::connect(format!("http://{rls}")).await;
+        if client.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rate limit service did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let mesh = start_mesh(MeshLimits::default()).await.unwrap();
     let egress = ratelimit_examples::egress::start(mesh).await.unwrap();

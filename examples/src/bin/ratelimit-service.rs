@@ -1,6 +1,17 @@
 //! `ratelimit-service`: Envoy's rate limit service (gRPC `ShouldRateLimit`) over the memory store,
 //! Redis, Redis Cluster or DynamoDB, configured with envoyproxy/ratelimit's descriptor YAML and
-//! reloaded when the file changes; `/metrics` and `/healthz` over HTTP.
+//! reloaded when the file changes; `/metrics`, `/status` and health over HTTP, and the standard
+//! gRPC health service.
+//!
+//! Health is three questions, answered apart, because a Redis outage must neither restart nor
+//! unroute the replicas that keep deciding through it:
+//! - `/livez`: the process answers (liveness).
+//! - `/readyz` (and `/healthz`, its old name): a configuration is loaded and decisions are served,
+//!   in whatever failure mode (readiness). 200 while the store is down: the failure policy
+//!   decides, and Envoy gets an answer.
+//! - store health: `ratelimit_service_store_healthy` on `/metrics`, and on `/status`.
+//! - gRPC `grpc.health.v1.Health`: `envoy.service.ratelimit.v3.RateLimitService` and `""` are
+//!   SERVING once the configuration is loaded and the gRPC port is bound.
 //!
 //! `cargo run -p ratelimit-examples --bin ratelimit-service -- --config config/ratelimit.yaml`
 
@@ -8,6 +19,7 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -15,11 +27,12 @@ use axum::http::StatusCode;
 use axum::response::Html;
 use axum::routing::get;
 use clap::{Parser, ValueEnum};
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use ratelimit_anomaly::tower::{AnomalyTask, spawn};
 use ratelimit_anomaly::{Action, Actuator, Controller, ControllerConfig, Monitor};
 use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Store};
 use ratelimit_examples::descriptors::Config;
-use ratelimit_examples::reload;
+use ratelimit_examples::reload::Reloader;
 use ratelimit_examples::rls::{Metrics, RateLimitServer};
 
 /// Envoy's rate limit service, on ratelimit.
@@ -32,7 +45,7 @@ struct Args {
     /// Where to serve gRPC (`envoy.service.ratelimit.v3.RateLimitService`).
     #[arg(long, default_value = "127.0.0.1:8081")]
     grpc: SocketAddr,
-    /// Where to serve `/metrics` and `/healthz`.
+    /// Where to serve `/metrics`, `/status`, `/livez`, `/readyz` and `/healthz`.
     #[arg(long, default_value = "127.0.0.1:8080")]
     http: SocketAddr,
     /// Where the buckets live.
@@ -54,9 +67,13 @@ struct Args {
     /// What to answer while the store is unreachable.
     #[arg(long, value_enum, default_value_t = Failure::Local)]
     failure_policy: Failure,
-    /// How often to look for a changed configuration, in milliseconds.
+    /// How often to look for a changed configuration, in milliseconds; 0 turns reloading off.
     #[arg(long, default_value_t = 1000)]
     reload_ms: u64,
+    /// How long a changed configuration must stay the same before it is loaded, in
+    /// milliseconds (a file read while it is being written is never loaded).
+    #[arg(long, default_value_t = 2000)]
+    reload_settle_ms: u64,
     /// Anomaly detection: `shadow` reports what it would do on /status and in the log; `off`.
     #[arg(long, value_enum, default_value_t = Anomaly::Shadow)]
     anomaly: Anomaly,
@@ -177,14 +194,26 @@ async fn store(args: &Args) -> Result<Arc<dyn Store>, Box<dyn std::error::Error>
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> std::process::ExitCode {
+    match run().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // The error's message (file, line, field), not its Debug form.
+            eprintln!("ratelimit-service: {error}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let args = Args::parse();
-    let config = Config::load(&args.config)?;
+    let texts = Config::read(&args.config)?;
+    let config = Config::from_texts(&texts)?;
     let failure = match args.failure_policy {
         Failure::Open => FailurePolicy::Open,
         Failure::Closed => FailurePolicy::Closed,
@@ -192,7 +221,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let limiter = Arc::new(Limiter::from_arc(store(&args).await?).with_failure_policy(failure));
     let monitor = (args.anomaly == Anomaly::Shadow).then(|| Arc::new(Monitor::default()));
-    let mut server = RateLimitServer::new(config, limiter.clone());
+    // A limit the store cannot count is refused here, once, rather than on every request.
+    let mut server = RateLimitServer::try_new(config, limiter.clone())?;
     if let Some(monitor) = &monitor {
         server = server.with_monitor(monitor.clone());
     }
@@ -208,16 +238,61 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_secs(1),
         ))
     });
-    let _watch = reload::watch(
-        args.config.clone(),
-        server.config_handle(),
-        Duration::from_millis(args.reload_ms),
-    );
+    let reload_stats = if args.reload_ms == 0 {
+        tracing::info!("reloading is off (--reload-ms 0)");
+        None
+    } else {
+        let reloader = Reloader::new(args.config.clone(), Duration::from_millis(args.reload_ms))?
+            .settle(Duration::from_millis(args.reload_settle_ms))
+            .checked_for(limiter.store().clone())
+            .loaded(texts);
+        let stats = reloader.stats();
+        // Runs until the process ends.
+        drop(reloader.spawn(server.config_handle()));
+        Some(stats)
+    };
+    // Ready once the gRPC port is bound: the configuration is loaded by then.
+    let ready = Arc::new(AtomicBool::new(false));
     let metrics = server.metrics();
-    let (page_metrics, page_config, page_limiter) =
-        (server.metrics(), server.config_handle(), limiter.clone());
+    let (metrics_limiter, page_metrics, page_config, page_limiter) = (
+        limiter.clone(),
+        server.metrics(),
+        server.config_handle(),
+        limiter.clone(),
+    );
+    let readiness = {
+        let (ready, limiter) = (ready.clone(), limiter.clone());
+        move || {
+            let (ready, limiter) = (ready.clone(), limiter.clone());
+            async move {
+                if !ready.load(Ordering::Acquire) {
+                    return (StatusCode::SERVICE_UNAVAILABLE, "starting".to_string());
+                }
+                // The store's health is reported, not judged: while it is down the failure
+                // policy decides, and this replica still answers every request.
+                let store = if limiter.store_healthy() {
+                    "store healthy".to_string()
+                } else {
+                    format!(
+                        "store unavailable; failure policy {:?} decides",
+                        limiter.failure_policy()
+                    )
+                };
+                (StatusCode::OK, format!("ready; {store}"))
+            }
+        }
+    };
     let http = Router::new()
-        .route("/metrics", get(move || async move { metrics.render() }))
+        .route(
+            "/metrics",
+            get(move || async move {
+                let mut out = metrics.render_with_store(metrics_limiter.store_healthy());
+                if let Some(stats) = &reload_stats {
+                    out.push_str(&stats.render());
+                }
+                out
+            }),
+        )
         .route(
             "/status",
             get(move || {
@@ -231,16 +306,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 async move { Html(page) }
             }),
         )
-        .route(
-            "/healthz",
-            get(move || async move {
-                if limiter.store_healthy() {
-                    (StatusCode::OK, "ok")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
-                }
-            }),
-        );
+        .route("/livez", get(|| async { "alive" }))
+        .route("/readyz", get(readiness.clone()))
+        .route("/healthz", get(readiness));
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     tracing::info!(grpc = %args.grpc, http = %args.http, "ratelimit-service listening");
     tokio::spawn(async move {
@@ -248,9 +316,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             tracing::error!(%error, "HTTP server stopped");
         }
     });
+    let incoming = tonic::transport::server::TcpIncoming::bind(args.grpc)?;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<RateLimitServiceServer<RateLimitServer>>()
+        .await;
+    health
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    ready.store(true, Ordering::Release);
     tonic::transport::Server::builder()
+        .add_service(health_service)
         .add_service(server.into_service())
-        .serve_with_shutdown(args.grpc, async {
+        .serve_with_incoming_shutdown(incoming, async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
