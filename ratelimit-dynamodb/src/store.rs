@@ -73,7 +73,8 @@ const IF_OURS: &str = "#op = :op AND #tat = :ours";
 ///
 /// # Retries and give-backs
 /// Every write carries a token of its decision (attribute `op`). An SDK retry of a write whose reply
-/// was lost finds its own token and takes that write as the decision instead of debiting again. A
+/// was lost finds its own token and takes that write as the decision instead of debiting again; a
+/// transaction whose retry fails finds its token on every item and is taken as applied. A
 /// give-back restores the state from before its own write only while that write is still the item's
 /// last (its token and the state it left are there): after a later debit, a reset or a give-back
 /// already applied, it does nothing and the debit stays. Both lean toward denying, never admit.
@@ -441,16 +442,23 @@ impl DynamoStore {
         Ok(output.item)
     }
 
-    /// One key's state, read consistently.
-    async fn read_one(&self, item_key: &str) -> Result<Option<u64>, StoreError> {
-        let item = self.read_item(item_key).await?;
-        tat_of(item.as_ref(), item_key)
-    }
-
     /// Several keys' states, read consistently with `BatchGetItem`, in the order of `item_keys`.
     async fn read_many(&self, item_keys: &[String]) -> Result<Vec<Option<u64>>, StoreError> {
+        let items = self.read_items(item_keys).await?;
+        item_keys
+            .iter()
+            .zip(&items)
+            .map(|(key, item)| tat_of(item.as_ref(), key))
+            .collect()
+    }
+
+    /// Several keys' items, read consistently with `BatchGetItem`, in the order of `item_keys`.
+    async fn read_items(
+        &self,
+        item_keys: &[String],
+    ) -> Result<Vec<Option<HashMap<String, AttributeValue>>>, StoreError> {
         if let [item_key] = item_keys {
-            return Ok(vec![self.read_one(item_key).await?]);
+            return Ok(vec![self.read_item(item_key).await?]);
         }
         let mut found: HashMap<String, HashMap<String, AttributeValue>> = HashMap::new();
         let mut wanted: Vec<HashMap<String, AttributeValue>> = item_keys
@@ -491,7 +499,7 @@ impl DynamoStore {
                 .map(|k| k.keys().to_vec())
                 .unwrap_or_default();
             if wanted.is_empty() {
-                return item_keys.iter().map(|k| tat_of(found.get(k), k)).collect();
+                return Ok(item_keys.iter().map(|k| found.remove(k)).collect());
             }
         }
         Err(StoreError::unavailable(format!(
@@ -522,7 +530,29 @@ impl DynamoStore {
                     .acquire_key_by_key(limits, &item_keys, now, states)
                     .await;
             }
-            match self.transact(limits, &item_keys, &states, now).await {
+            let token = op_token();
+            let mut written = self
+                .transact(limits, &item_keys, &states, now, &token)
+                .await;
+            if let Err(TransactOutcome::Conflict) = written {
+                let items = self.read_items(&item_keys).await?;
+                if items
+                    .iter()
+                    .all(|item| item.as_ref().and_then(op_of) == Some(token.as_str()))
+                {
+                    // Every item carries this transaction's token: it was applied, its reply was
+                    // lost, and the SDK's retry failed on the writes already made. It is the
+                    // decision; another transaction would debit every key twice.
+                    written = Ok(());
+                } else {
+                    states = item_keys
+                        .iter()
+                        .zip(&items)
+                        .map(|(key, item)| tat_of(item.as_ref(), key))
+                        .collect::<Result<_, _>>()?;
+                }
+            }
+            match written {
                 Ok(()) => {
                     for (item_key, (limit, state)) in
                         item_keys.iter().zip(limits.iter().zip(&states))
@@ -536,10 +566,10 @@ impl DynamoStore {
                     return Ok(Verdict::new(true, decisions));
                 }
                 Err(TransactOutcome::Conflict) => {
+                    // `states` holds the items as just read back.
                     if attempt >= 1 {
                         backoff(attempt + 1).await;
                     }
-                    states = self.read_many(&item_keys).await?;
                 }
                 Err(TransactOutcome::Unsupported) => {
                     self.transactions.store(false, Ordering::Relaxed);
@@ -564,8 +594,8 @@ impl DynamoStore {
         item_keys: &[String],
         states: &[Option<u64>],
         now: u64,
+        token: &str,
     ) -> Result<(), TransactOutcome> {
-        let token = op_token();
         let mut items = Vec::with_capacity(limits.len());
         for ((limit, item_key), state) in limits.iter().zip(item_keys).zip(states) {
             let increment = increment(&limit.policy, limit.cost);
@@ -575,7 +605,7 @@ impl DynamoStore {
                 .expression_attribute_names("#tat", TAT_ATTRIBUTE)
                 .expression_attribute_names("#exp", TTL_ATTRIBUTE)
                 .expression_attribute_names("#op", OP_ATTRIBUTE)
-                .expression_attribute_values(":op", AttributeValue::S(token.clone()))
+                .expression_attribute_values(":op", AttributeValue::S(token.to_string()))
                 .expression_attribute_values(":now", number(now))
                 .expression_attribute_values(":number", number_type());
             let update = if state.is_some_and(|tat| tat > now) {
@@ -787,5 +817,98 @@ impl std::fmt::Debug for DynamoStore {
             .field("max_attempts", &self.max_attempts)
             .field("transactions", &self.transactions.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The hints' promise, checked on real emulators: a wrong guess costs requests, never a
+    //! decision. Each hint here is wrong on purpose, set before every decision.
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use aws_config::BehaviorVersion;
+    use aws_sdk_dynamodb::config::Credentials;
+    use aws_smithy_http_client::tls;
+    use ratelimit_core::conformance::fresh_key;
+
+    async fn store(endpoint: &str) -> DynamoStore {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let config = aws_config::defaults(BehaviorVersion::latest())
+            .region("us-east-1")
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("test", "test", None, None, "tests"))
+            .http_client(http)
+            .load()
+            .await;
+        let client = Client::new(&config);
+        crate::create_table(&client, "ratelimit_tests")
+            .await
+            .unwrap();
+        DynamoStore::connect(client, "ratelimit_tests")
+            .await
+            .unwrap()
+    }
+
+    const HOUR: u64 = 3_600_000_000_000;
+
+    /// A wrong hint, from the time now.
+    type Hint = fn(u64) -> u64;
+
+    async fn wrong_hints_never_change_a_decision(endpoint: &str) {
+        let store = store(endpoint).await;
+        let policy = Policy::per_hour(3).unwrap();
+        let wrong: [(&str, Hint); 4] = [
+            ("spent, when it is not", |now| now + HOUR / 3),
+            ("full, when it is not", |now| now.saturating_sub(HOUR)),
+            ("spent for ever", |_| u64::MAX),
+            ("never written", |_| 0),
+        ];
+        for (what, hint) in wrong {
+            let key = fresh_key("wrong-hint");
+            let item_key = store.item_key(&key);
+            for n in 0..5u32 {
+                store.hints.set(&item_key, hint(store.now()));
+                let sent = store.requests_sent();
+                let verdict = store.acquire(&[Limit::new(&key, policy)]).await.unwrap();
+                let decision = verdict.decision().unwrap();
+                // Nothing refills in the test: the first three are admitted, counting down.
+                assert_eq!(
+                    verdict.is_allowed(),
+                    n < 3,
+                    "{endpoint}: hint {what}, request {n}"
+                );
+                assert_eq!(
+                    decision.remaining(),
+                    2u32.saturating_sub(n),
+                    "{endpoint}: hint {what}"
+                );
+                // A wrong write, the item read back (where the failed condition does not return
+                // it), and the right write.
+                let spent = store.requests_sent() - sent;
+                assert!(
+                    spent <= 3,
+                    "{endpoint}: hint {what}: {spent} requests for a decision"
+                );
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_hints_on_dynalite() {
+        let endpoint =
+            std::env::var("DYNALITE_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8005".into());
+        wrong_hints_never_change_a_decision(&endpoint).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_hints_on_moto() {
+        let endpoint =
+            std::env::var("MOTO_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:5005".into());
+        wrong_hints_never_change_a_decision(&endpoint).await;
     }
 }

@@ -200,3 +200,36 @@ async fn debit_sent_twice_on_dynalite() {
 async fn debit_sent_twice_on_moto() {
     debit_sent_twice_debits_once(&common::moto_endpoint()).await;
 }
+
+/// On moto, which has transactions: every transaction's first reply is lost and the SDK sends it
+/// again. Each admitted request debits each of its keys once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_sent_twice_on_moto() {
+    let lose = LoseReplies::default();
+    let client = common::losing_client(&common::moto_endpoint(), &lose).await;
+    create_table(&client, common::TABLE).await.unwrap();
+    let store = DynamoStore::connect(client, common::TABLE).await.unwrap();
+    let (a, b) = (fresh_key("tx-twice-a"), fresh_key("tx-twice-b"));
+    let policy = Policy::per_hour(3).unwrap();
+    let started = Instant::now();
+    lose.arm("TransactWriteItems", &store.item_key(&a), None, usize::MAX);
+    let mut admitted = 0u64;
+    for _ in 0..5 {
+        let verdict = store
+            .acquire(&[Limit::new(&a, policy), Limit::new(&b, policy)])
+            .await
+            .unwrap();
+        admitted += u64::from(verdict.is_allowed());
+    }
+    assert!(store.uses_transactions(), "moto has transactions");
+    assert!(lose.lost() >= 3, "only {} replies lost", lose.lost());
+    let bound = policy.max_admitted(started.elapsed());
+    assert!(
+        admitted <= bound,
+        "{admitted} admitted, over the bound of {bound}"
+    );
+    assert_eq!(
+        admitted, 3,
+        "a retried transaction debited twice (under-admits)"
+    );
+}
