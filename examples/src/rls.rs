@@ -173,9 +173,13 @@ impl RateLimitServer {
     ///   (saturating): the bucket is debited once per descriptor, as envoyproxy/ratelimit does;
     /// - a cost above a limit's burst (a huge `hits_addend`, or many repeats) is `OVER_LIMIT`;
     /// - more distinct limits than one store call decides ([`MAX_LIMITS`]) are decided in chunks
-    ///   (see [`enforce`](Self::enforce));
-    /// - an invalid request that the checks above missed ([`RequestError`](ratelimit_core::RequestError)) is `OVER_LIMIT`:
-    ///   failing closed never admits more than the bound.
+    ///   of [`MAX_LIMITS`]: every chunk is peeked first, and a request any chunk would deny is
+    ///   denied with nothing debited; then the chunks are debited in turn, and one that denies
+    ///   after all (a race between the peek and the debit) leaves the earlier chunks debited,
+    ///   which under-admits and never over-admits;
+    /// - an invalid request that the checks above missed
+    ///   ([`RequestError`](ratelimit_core::RequestError)) is `OVER_LIMIT`: failing closed never
+    ///   admits more than the bound.
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
         if request.domain.is_empty() {
             return Err(Status::invalid_argument("domain: must not be empty"));
