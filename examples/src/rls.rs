@@ -1,5 +1,5 @@
 //! Envoy's rate limit service (`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`) on a
-//! ratelimit [`Limiter`]: Envoy, Istio or any Envoy-based gateway can use it unchanged.
+//! ratelimit [`Limiter`], for Envoy, Istio or any Envoy-based gateway.
 //!
 //! A request names a domain and carries descriptors; each descriptor that the configuration gives
 //! a limit (see [`descriptors`](crate::descriptors)) is one limit of the request, counted in a

@@ -316,23 +316,56 @@ async fn a_value_spelling_a_deeper_descriptor_cannot_drain_it() {
 
 /// A service over a private Redis that is then killed: (redis, service, config dir).
 async fn service_over_dying_redis(policy: &str) -> (common::Process, Service, std::path::PathBuf) {
+    service_over_dying_redis_with(policy, 1000, &[]).await
+}
+
+async fn service_over_dying_redis_with(
+    policy: &str,
+    per_hour_limit: u32,
+    extra: &[&str],
+) -> (common::Process, Service, std::path::PathBuf) {
     let (redis, port) = private_redis().await;
     let dir = temp_dir("rl-dying");
     let path = dir.join("edge.yaml");
-    std::fs::write(&path, per_hour("remote_address", 1000)).unwrap();
-    let service = Service::start(&[
+    std::fs::write(&path, per_hour("remote_address", per_hour_limit)).unwrap();
+    let redis_url = format!("redis://127.0.0.1:{port}");
+    let mut args = vec![
         "--config",
         path.to_str().unwrap(),
         "--store",
         "redis",
         "--redis-url",
-        &format!("redis://127.0.0.1:{port}"),
+        &redis_url,
         "--failure-policy",
         policy,
-    ])
-    .await
-    .unwrap();
+    ];
+    args.extend_from_slice(extra);
+    let service = Service::start(&args).await.unwrap();
     (redis, service, dir)
+}
+
+/// Bound: `burst + rate × w` across all replicas while the store is down. Each of three replicas
+/// on local buckets enforces a third of the limit (`--replicas 3`), so a client that spreads its
+/// requests over the three gets the limit once, not three times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_failing_over_to_local_buckets_keep_one_limit() {
+    let (redis, service, dir) =
+        service_over_dying_redis_with("local", 30, &["--replicas", "3"]).await;
+    let mut client = service.client().await;
+    drop(redis);
+    let key = || vec![descriptor(&[("remote_address", "10.3.0.9")])];
+    let mut admitted = 0;
+    for _ in 0..60 {
+        let answer = ask(&mut client, "edge", key(), 0).await.unwrap();
+        admitted += u32::from(answer.overall_code == OK);
+    }
+    // One replica's share of 30 an hour: 10 (no refill in the test's seconds). Three replicas
+    // would together admit 30; without the replica count this one alone admitted 30.
+    assert_eq!(
+        admitted, 10,
+        "one replica admitted {admitted} during the outage"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Bound: with failure policy `closed`, a store outage admits nothing (0 ≤ any bound): every

@@ -67,6 +67,11 @@ struct Args {
     /// What to answer while the store is unreachable.
     #[arg(long, value_enum, default_value_t = Failure::Local)]
     failure_policy: Failure,
+    /// How many replicas of this service share the store, as the deployment declares it: with
+    /// `--failure-policy local`, each replica then enforces its share of every limit while the
+    /// store is away, so all of them together keep the limit instead of multiplying it.
+    #[arg(long, env = "RATELIMIT_REPLICAS", default_value_t = 1)]
+    replicas: u32,
     /// How often to look for a changed configuration, in milliseconds; 0 turns reloading off.
     #[arg(long, default_value_t = 1000)]
     reload_ms: u64,
@@ -219,7 +224,11 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Failure::Closed => FailurePolicy::Closed,
         Failure::Local => FailurePolicy::LocalFallback,
     };
-    let limiter = Arc::new(Limiter::from_arc(store(&args).await?).with_failure_policy(failure));
+    let limiter = Arc::new(
+        Limiter::from_arc(store(&args).await?)
+            .with_failure_policy(failure)
+            .with_replicas(args.replicas),
+    );
     let monitor = (args.anomaly == Anomaly::Shadow).then(|| Arc::new(Monitor::default()));
     // A limit the store cannot count is refused here, once, rather than on every request.
     let mut server = RateLimitServer::try_new(config, limiter.clone())?;
