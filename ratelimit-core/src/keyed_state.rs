@@ -85,7 +85,7 @@ const OVERFLOW_ROWS: usize = 4;
 /// it, so the least of a key's cells can only over-estimate that key's own.
 ///
 /// Memory: `OVERFLOW_ROWS × width × 8` bytes, with `width` the power of two at or above
-/// `max_keys` (32 bytes per key of the table's capacity, 3.2 MB for 100,000 keys).
+/// `max_keys` (32 bytes per key of that power of two: 4 MiB for 100,000 keys).
 struct Overflow {
     // Relaxed: a cell is written only by `fetch_max` under the write lock of the shard that held
     // the evicted key, and read for a key only under that same shard's lock (the key's shard), so
