@@ -276,7 +276,9 @@ impl<K: Hash + Eq> KeyedState<K> {
         }
     }
 
-    /// Forgets `key`'s bucket: its next request finds a full one.
+    /// Forgets `key`'s bucket: its next request finds a full one, unless the key was once evicted
+    /// and the overflow sketch still holds its debt (a sketch of maxima cannot forget one key);
+    /// that errs toward denying, until the debt runs out.
     pub(crate) fn remove<Q>(&self, key: &Q)
     where
         K: Borrow<Q>,

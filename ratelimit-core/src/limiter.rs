@@ -165,13 +165,18 @@ impl Limiter {
         })
     }
 
-    /// Whether every node of the request may be called now (see [`Breaker::admits`]).
+    /// Whether every node of the request may be called now (see [`Breaker::admits`]). Every
+    /// breaker is looked at before any probe is claimed, so a request that another node's open
+    /// breaker stops does not spend this node's probe.
     fn nodes_admit(&self, nodes: u32, now: u64) -> bool {
-        self.breakers
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| nodes & (1 << i) != 0)
-            .all(|(_, breaker)| breaker.admits(now, self.cooldown))
+        let involved = || {
+            self.breakers
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| nodes & (1 << i) != 0)
+                .map(|(_, breaker)| breaker)
+        };
+        involved().all(|b| b.may_probe(now)) && involved().all(|b| b.admits(now, self.cooldown))
     }
 
     /// Checks a request against all `limits`, all-or-nothing, within the deadline. Only an invalid
@@ -191,7 +196,10 @@ impl Limiter {
             return self.on_failure(limits, StoreFailure::CircuitOpen);
         }
         let outcome = tokio::time::timeout(self.deadline, self.store.acquire(limits)).await;
-        let verdict = self.settle(limits, nodes, outcome)?;
+        let verdict = match self.settle(nodes, outcome)? {
+            Ok(verdict) => verdict,
+            Err(failure) => return self.on_failure(limits, failure),
+        };
         if !verdict.is_allowed() && verdict.degraded_by().is_none() {
             self.remember_denial(limits, &verdict);
         }
@@ -216,10 +224,14 @@ impl Limiter {
         validate(limits)?;
         let nodes = self.nodes_of(limits);
         if !self.nodes_admit(nodes, self.clock.now()) {
-            return self.on_failure(limits, StoreFailure::CircuitOpen);
+            return self.peek_failure(limits, StoreFailure::CircuitOpen);
         }
         let outcome = tokio::time::timeout(self.deadline, self.store.peek(limits)).await;
-        self.settle(limits, nodes, outcome)
+        match self.settle(nodes, outcome)? {
+            Ok(verdict) => Ok(verdict),
+            // A peek must debit nothing, the fallback's buckets included.
+            Err(failure) => self.peek_failure(limits, failure),
+        }
     }
 
     /// Fills `key`'s bucket up again, in the store and in the local fallback.
@@ -234,12 +246,13 @@ impl Limiter {
         }
     }
 
+    /// The store's verdict, or the kind of its failure; either way the breakers of `nodes` learn
+    /// of it. An invalid request is the caller's error.
     fn settle(
         &self,
-        limits: &[Limit<'_>],
         nodes: u32,
         outcome: Result<Result<Verdict, StoreError>, tokio::time::error::Elapsed>,
-    ) -> Result<Verdict, RequestError> {
+    ) -> Result<Result<Verdict, StoreFailure>, RequestError> {
         let involved = self
             .breakers
             .iter()
@@ -249,7 +262,7 @@ impl Limiter {
         let error = match outcome {
             Ok(Ok(verdict)) => {
                 involved.for_each(Breaker::close);
-                return Ok(verdict);
+                return Ok(Ok(verdict));
             }
             Ok(Err(StoreError::Request(error))) => return Err(error),
             Ok(Err(error)) => error,
@@ -258,7 +271,7 @@ impl Limiter {
         // Which of the request's nodes failed is not known: all of them wait out the cooldown.
         let until = self.clock.now().saturating_add(duration_ns(self.cooldown));
         involved.for_each(|breaker| breaker.open(until));
-        self.on_failure(limits, error.kind())
+        Ok(Err(error.kind()))
     }
 
     fn on_failure(
@@ -294,14 +307,16 @@ impl Limiter {
         let mut denied = false;
         for limit in limits {
             let burst = limit.policy.burst();
-            decisions.push(match cache.denied_until(limit.key, limit.cost, now) {
-                Some(until) => {
-                    denied = true;
-                    let wait = Duration::from_nanos(until - now);
-                    Decision::new(false, burst, 0, wait, wait)
-                }
-                None => Decision::new(true, burst, burst, Duration::ZERO, Duration::ZERO),
-            });
+            decisions.push(
+                match cache.denied_until(limit.key, &limit.policy, limit.cost, now) {
+                    Some(until) => {
+                        denied = true;
+                        let wait = Duration::from_nanos(until - now);
+                        Decision::new(false, burst, 0, wait, wait)
+                    }
+                    None => Decision::new(true, burst, burst, Duration::ZERO, Duration::ZERO),
+                },
+            );
         }
         if !denied {
             return None;
@@ -321,9 +336,29 @@ impl Limiter {
         for (limit, decision) in limits.iter().zip(verdict.decisions()) {
             if !decision.is_allowed() {
                 let until = now.saturating_add(duration_ns(decision.retry_after()));
-                cache.insert(limit.key, limit.cost, until, now);
+                cache.insert(limit.key, limit.policy, limit.cost, until, now);
             }
         }
+    }
+
+    /// What [`peek`](Self::peek) answers while the store fails: the failure policy's answer, with
+    /// the local fallback peeked rather than debited.
+    fn peek_failure(
+        &self,
+        limits: &[Limit<'_>],
+        failure: StoreFailure,
+    ) -> Result<Verdict, RequestError> {
+        if self.failure_policy != FailurePolicy::LocalFallback {
+            return self.on_failure(limits, failure);
+        }
+        let Some(shares) = self.shares_of(limits) else {
+            return Ok(self.deny_for_cooldown(limits).degraded(failure));
+        };
+        let verdict = self
+            .fallback
+            .peek_now(&shares)
+            .unwrap_or_else(|_| self.deny_for_cooldown(limits));
+        Ok(verdict.degraded(failure))
     }
 
     /// Every limit denied, with the breaker's cooldown as the wait.
@@ -339,23 +374,26 @@ impl Limiter {
 
     /// Decides `limits` on this replica's share of each, in local buckets.
     fn local_share(&self, limits: &[Limit<'_>]) -> Verdict {
-        let deny = |limits: &[Limit<'_>]| self.deny_for_cooldown(limits);
-        let mut shares: smallvec::SmallVec<[Limit<'_>; 4]> = smallvec::SmallVec::new();
-        for limit in limits {
-            match limit.policy.share(self.replicas) {
-                // A cost that the share can never hold is denied, not an error: the request was
-                // valid, only the store is away.
-                Ok(policy) if limit.cost <= policy.burst() => {
-                    shares.push(Limit { policy, ..*limit });
-                }
-                _ => return deny(limits),
-            }
-        }
+        let Some(shares) = self.shares_of(limits) else {
+            return self.deny_for_cooldown(limits);
+        };
         // The memory store fails only on invalid requests, which `shares` is not; deny rather than
         // invent an answer if it ever does.
         self.fallback
             .acquire_now(&shares)
-            .unwrap_or_else(|_| deny(limits))
+            .unwrap_or_else(|_| self.deny_for_cooldown(limits))
+    }
+
+    /// This replica's share of each limit, or `None` when a cost can never fit its share: that
+    /// request is denied, not an error (it was valid; only the store is away).
+    fn shares_of<'a>(&self, limits: &[Limit<'a>]) -> Option<smallvec::SmallVec<[Limit<'a>; 4]>> {
+        limits
+            .iter()
+            .map(|limit| {
+                let policy = limit.policy.share(self.replicas).ok()?;
+                (limit.cost <= policy.burst()).then_some(Limit { policy, ..*limit })
+            })
+            .collect()
     }
 }
 
@@ -395,6 +433,12 @@ impl Breaker {
         self.open_until
             .compare_exchange(until, next, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// Whether [`admits`](Self::admits) could say yes now, claiming nothing.
+    fn may_probe(&self, now: u64) -> bool {
+        let until = self.open_until.load(Ordering::Relaxed);
+        until == 0 || now >= until
     }
 
     fn open(&self, until: u64) {

@@ -13,6 +13,8 @@ use std::hash::BuildHasher;
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 
+use crate::policy::Policy;
+
 /// Keys remembered at most, unless set otherwise: about 100 bytes each, so 1.6 MB.
 pub const DEFAULT_OVER_LIMIT_KEYS: usize = 16_384;
 
@@ -24,6 +26,9 @@ struct Entry {
     until: u64,
     /// The cost that was denied: only requests at least this costly are denied from here.
     cost: u32,
+    /// The policy it was denied under: after a change (an anomaly action relaxing, a reload
+    /// raising the limit) the store is asked again.
+    policy: Policy,
 }
 
 /// One shard: key to entry.
@@ -55,15 +60,22 @@ impl OverLimitCache {
         &self.shards[index]
     }
 
-    /// Until when `key` is over its limit for a request of `cost`, if it is at `now`.
-    pub(crate) fn denied_until(&self, key: &str, cost: u32, now: u64) -> Option<u64> {
+    /// Until when `key` is over its limit under `policy` for a request of `cost`, if it is at
+    /// `now`.
+    pub(crate) fn denied_until(
+        &self,
+        key: &str,
+        policy: &Policy,
+        cost: u32,
+        now: u64,
+    ) -> Option<u64> {
         let shard = self.shard(key).lock();
         let entry = shard.get(key)?;
-        (entry.until > now && cost >= entry.cost).then_some(entry.until)
+        (entry.until > now && cost >= entry.cost && entry.policy == *policy).then_some(entry.until)
     }
 
-    /// Remembers that `key` was denied a request of `cost` until `until`.
-    pub(crate) fn insert(&self, key: &str, cost: u32, until: u64, now: u64) {
+    /// Remembers that `key` was denied a request of `cost` under `policy` until `until`.
+    pub(crate) fn insert(&self, key: &str, policy: Policy, cost: u32, until: u64, now: u64) {
         let mut shard = self.shard(key).lock();
         if shard.len() >= self.per_shard && !shard.contains_key(key) {
             shard.retain(|_, e| e.until > now);
@@ -78,12 +90,19 @@ impl OverLimitCache {
                 }
             }
         }
-        let new = Entry { until, cost };
+        let new = Entry {
+            until,
+            cost,
+            policy,
+        };
         let entry = shard.entry(key.into()).or_insert(new);
         // A denial of a cost until an instant implies the same for every higher cost, not for a
-        // lower one: replace what is known only by what says at least as much, or by anything
-        // once it has run out.
-        if entry.until <= now || (until >= entry.until && cost <= entry.cost) {
+        // lower one: replace what is known only by what says at least as much, by anything once
+        // it has run out, and by a denial under another policy (the newer one).
+        if entry.until <= now
+            || entry.policy != policy
+            || (until >= entry.until && cost <= entry.cost)
+        {
             *entry = new;
         }
     }
@@ -102,28 +121,41 @@ impl OverLimitCache {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
 
     #[test]
     fn remembers_until_the_instant_and_only_for_costs_as_high() {
         let cache = OverLimitCache::new(64);
-        cache.insert("k", 2, 1_000, 0);
-        assert_eq!(cache.denied_until("k", 2, 10), Some(1_000));
-        assert_eq!(cache.denied_until("k", 5, 10), Some(1_000));
+        let p = Policy::per_hour(5).unwrap();
+        cache.insert("k", p, 2, 1_000, 0);
+        assert_eq!(cache.denied_until("k", &p, 2, 10), Some(1_000));
+        assert_eq!(cache.denied_until("k", &p, 5, 10), Some(1_000));
         assert_eq!(
-            cache.denied_until("k", 1, 10),
+            cache.denied_until("k", &p, 1, 10),
             None,
             "a cheaper request may fit"
         );
-        assert_eq!(cache.denied_until("k", 2, 1_000), None, "room again");
-        assert_eq!(cache.denied_until("other", 1, 10), None);
+        assert_eq!(cache.denied_until("k", &p, 2, 1_000), None, "room again");
+        assert_eq!(cache.denied_until("other", &p, 1, 10), None);
+    }
+
+    #[test]
+    fn a_changed_policy_asks_the_store_again() {
+        let cache = OverLimitCache::new(64);
+        let tight = Policy::per_hour(5).unwrap();
+        let relaxed = tight.with_burst(50).unwrap();
+        cache.insert("k", tight, 1, 1_000, 0);
+        assert_eq!(cache.denied_until("k", &relaxed, 1, 10), None);
+        assert_eq!(cache.denied_until("k", &tight, 1, 10), Some(1_000));
     }
 
     #[test]
     fn memory_is_bounded() {
         let cache = OverLimitCache::new(160);
+        let p = Policy::per_hour(5).unwrap();
         for i in 0..10_000u64 {
-            cache.insert(&format!("k{i}"), 1, 1_000_000 + i, 0);
+            cache.insert(&format!("k{i}"), p, 1, 1_000_000 + i, 0);
         }
         assert!(cache.len() <= 160, "{}", cache.len());
     }

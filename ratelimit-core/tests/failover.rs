@@ -122,3 +122,26 @@ async fn a_failed_node_does_not_trip_the_other_nodes() {
     assert_eq!(both.degraded_by(), Some(StoreFailure::CircuitOpen));
     assert!(!both.is_allowed());
 }
+
+/// A peek during an outage debits nothing, the local fallback included: a caller that peeks
+/// before acquiring (the rate limit service does, for more than 16 limits) keeps its share.
+#[tokio::test]
+async fn a_peek_during_an_outage_debits_nothing() {
+    let store = Arc::new(TwoNodeStore::default());
+    store.b_down.store(true, Ordering::Relaxed);
+    let limiter = Limiter::from_arc(store).with_failure_policy(FailurePolicy::LocalFallback);
+    let policy = Policy::per_hour(3).unwrap();
+    for _ in 0..10 {
+        let peeked = limiter.peek(&[Limit::new("b:peek", policy)]).await.unwrap();
+        assert!(peeked.is_allowed() && peeked.degraded_by().is_some());
+    }
+    let mut admitted = 0;
+    for _ in 0..5 {
+        let verdict = limiter
+            .acquire(&[Limit::new("b:peek", policy)])
+            .await
+            .unwrap();
+        admitted += u32::from(verdict.is_allowed());
+    }
+    assert_eq!(admitted, 3, "the peeks spent the fallback's tokens");
+}

@@ -704,15 +704,15 @@ impl DynamoStore {
                 Ok((decision, _)) => Ok(decision),
                 Err(error) => Err(error),
             };
-            let mut gave_back = Ok(());
             for ((limit, item_key), ours) in limits.iter().zip(item_keys).zip(&taken) {
                 // Every key is given back even when one fails, so one bad reply costs one debit.
-                let result = self.give_back(item_key, limit, &token, *ours).await;
-                if gave_back.is_ok() {
-                    gave_back = result;
+                // A give-back that fails leaves that debit in place, which only under-admits: the
+                // request stays denied. Returning the error instead would hand a denied request
+                // to the failure policy, which may admit it.
+                if let Err(error) = self.give_back(item_key, limit, &token, *ours).await {
+                    tracing::warn!(%error, key = limit.key, "give-back failed; the debit stays");
                 }
             }
-            gave_back?;
             decisions.push(denied?);
             // The keys after the denying one were not asked; report what their state said.
             for (limit, state) in limits.iter().zip(&states).skip(position + 1) {

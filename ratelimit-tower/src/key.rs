@@ -43,8 +43,14 @@ impl<'a> RequestView<'a> {
     }
 
     /// The address of the connection's peer, from axum's `ConnectInfo`, tonic's `TcpConnectInfo`
-    /// or a [`PeerAddr`] extension.
+    /// or a [`PeerAddr`] extension. An IPv4 client of a server bound to `[::]` comes as
+    /// `::ffff:a.b.c.d`; it is given back as the IPv4 address it is (else every IPv4 client would
+    /// share one /64, and no IPv4 proxy range would match).
     pub fn peer(&self) -> Option<IpAddr> {
+        self.raw_peer().map(|ip| ip.to_canonical())
+    }
+
+    fn raw_peer(&self) -> Option<IpAddr> {
         #[cfg(feature = "axum")]
         if let Some(info) = self
             .extensions
@@ -364,9 +370,10 @@ impl TrustedProxies {
         self.prefixes
     }
 
-    /// Whether `ip` is a trusted proxy.
+    /// Whether `ip` is a trusted proxy (an IPv4-mapped IPv6 address as its IPv4 self).
     pub fn contains(&self, ip: &IpAddr) -> bool {
-        self.networks.iter().any(|n| n.contains(ip))
+        let ip = ip.to_canonical();
+        self.networks.iter().any(|n| n.contains(&ip))
     }
 
     /// The client's address; see [`KeyExtractor::ClientIp`].
@@ -480,6 +487,7 @@ fn parse_addr(text: &str) -> Option<IpAddr> {
     text.parse::<IpAddr>()
         .ok()
         .or_else(|| text.parse::<SocketAddr>().ok().map(|s| s.ip()))
+        .map(|ip| ip.to_canonical())
 }
 
 /// Appends `ip`'s network of `prefix` bits: the bare address when the prefix is the whole address.
@@ -611,6 +619,22 @@ mod tests {
             client(&[("x-forwarded-for", "1.2.3.4, junk, 10.3.3.3")]),
             ip("10.3.3.3")
         );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_their_ipv4_selves() {
+        let mut mapped = http::Request::builder().uri("/x").body(()).unwrap();
+        mapped
+            .extensions_mut()
+            .insert(PeerAddr("[::ffff:10.0.0.2]:5000".parse().unwrap()));
+        mapped
+            .headers_mut()
+            .insert("x-forwarded-for", "::ffff:198.51.100.7".parse().unwrap());
+        let trusted = TrustedProxies::parse(["10.0.0.0/8"]).unwrap();
+        let view = RequestView::of(&mapped);
+        assert_eq!(view.peer(), Some(ip("10.0.0.2")));
+        assert_eq!(trusted.client_key(&view).unwrap(), "198.51.100.7");
+        assert!(trusted.contains(&ip("::ffff:10.1.2.3")));
     }
 
     #[test]
