@@ -14,6 +14,7 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "== cargo check: optional features"
 cargo check -p ratelimit-redis --features tls
+cargo check -p ratelimit-redis -p ratelimit-dynamodb --features fuzzing  # the hooks fuzz/ uses
 cargo check -p ratelimit-anomaly  # without its optional tower and forest features
 echo "== cargo test"
 cargo test --workspace --no-fail-fast

@@ -45,6 +45,21 @@ mod error;
 mod hint;
 mod item;
 mod store;
+
+/// Item decoding, for fuzzing (feature `fuzzing`): not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::collections::HashMap;
+
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use ratelimit_core::StoreError;
+
+    /// The state an item read from the table holds (`None`: a full bucket).
+    pub fn tat_of(item: &HashMap<String, AttributeValue>) -> Result<Option<u64>, StoreError> {
+        crate::item::tat_of(Some(item), "fuzz")
+    }
+}
 pub mod table;
 
 pub use item::{KEY_ATTRIBUTE, OP_ATTRIBUTE, TAT_ATTRIBUTE, TTL_ATTRIBUTE};

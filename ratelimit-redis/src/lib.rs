@@ -26,4 +26,23 @@ mod script;
 mod slot;
 mod store;
 
+/// The decision script's reply parser, for fuzzing (feature `fuzzing`): not a stable API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use ratelimit_core::{Limit, Policy, StoreError};
+
+    /// Parses `reply` as the script's answer for one limit of `policy` per entry of `costs`;
+    /// `Ok(allowed)` for a well-formed reply.
+    pub fn parse_reply(reply: &[i64], policy: Policy, costs: &[u32]) -> Result<bool, StoreError> {
+        let keys: Vec<String> = (0..costs.len()).map(|i| format!("k{i}")).collect();
+        let limits: Vec<Limit<'_>> = keys
+            .iter()
+            .zip(costs)
+            .map(|(key, cost)| Limit::new(key, policy).with_cost(*cost))
+            .collect();
+        crate::script::parse_reply(reply, &limits).map(|(allowed, _)| allowed)
+    }
+}
+
 pub use store::{DEAD_AFTER, DEFAULT_PREFIX, DEFAULT_TIMEOUT, REPLACE_AT_MOST_EVERY, RedisStore};
