@@ -926,6 +926,11 @@ descriptors:
             Some(8)
         );
         assert_eq!(limit_of(&config, &[("tenant", "acme")]), None);
+        // Nor above it: a deeper request does not fall back to a shallower node's limit.
+        assert_eq!(
+            limit_of(&config, &[("path", "/api/admin"), ("x", "y")]),
+            None
+        );
         // No backtracking: tenant=acme matched its own node, whose children have no plan=free;
         // the key-only tenant node (whose plan would match) is not tried instead.
         assert_eq!(
