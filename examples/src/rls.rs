@@ -9,7 +9,8 @@
 //! quota mode are counted in a second call and never make the answer `OVER_LIMIT`: over their
 //! limit they report `OK` with nothing remaining, as envoyproxy/ratelimit does. `hits_addend`
 //! is each limit's cost: the request's, zero meaning one, or the descriptor's own, zero meaning
-//! check only (debit nothing, `OVER_LIMIT` when the next request would be). A limit named in
+//! check only (debit nothing, `OVER_LIMIT` when the next request would be). Quota-mode limits
+//! over their count are listed in the response's dynamic metadata (`quotaModeViolations`). A limit named in
 //! another matched limit's `replaces` is not applied. A descriptor's own `limit` (Envoy's
 //! override) applies to it in any configured domain, in a bucket of its own.
 
@@ -30,7 +31,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{
+    Duration as PbDuration, ListValue, Struct as PbStruct, Value as PbValue,
+};
 use parking_lot::RwLock;
 use ratelimit_core::{BucketKey, Decision, Limit, Limiter, MAX_LIMITS, Policy};
 use tonic::{Request, Response, Status};
@@ -363,6 +367,7 @@ impl RateLimitServer {
         Ok(RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses,
+            dynamic_metadata: quota_metadata(&slot_of, &limits),
             ..RateLimitResponse::default()
         })
     }
@@ -599,6 +604,45 @@ fn status_of(slot: &Slot, limits: &[Merged<'_>]) -> DescriptorStatus {
         duration_until_reset: reset.map(pb_duration),
         ..DescriptorStatus::default()
     }
+}
+
+/// envoyproxy/ratelimit's quota-mode metadata: when any descriptor matched a limit in quota
+/// mode, `quotaModeEnabled: true` and `quotaModeViolations`, the indices of the descriptors whose
+/// quota-mode limit is over (for Envoy to route on, or log). `None` otherwise.
+fn quota_metadata(slots: &[Slot], limits: &[Merged<'_>]) -> Option<PbStruct> {
+    let mut enabled = false;
+    let mut violations = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        let Slot::Limit(at) = *slot else { continue };
+        let limit = &limits[at];
+        if limit.matched.quota_mode {
+            enabled = true;
+            if limit.is_over() {
+                violations.push(PbValue {
+                    // Indices are small: exact in an f64.
+                    kind: Some(Kind::NumberValue(index as f64)),
+                });
+            }
+        }
+    }
+    enabled.then(|| PbStruct {
+        fields: [
+            (
+                "quotaModeEnabled".to_string(),
+                PbValue {
+                    kind: Some(Kind::BoolValue(true)),
+                },
+            ),
+            (
+                "quotaModeViolations".to_string(),
+                PbValue {
+                    kind: Some(Kind::ListValue(ListValue { values: violations })),
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    })
 }
 
 fn pb_unit(unit: Unit) -> PbUnit {

@@ -20,7 +20,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Policy};
-use support::{ask, descriptor, serve, unique};
+use support::{Service, ask, descriptor, serve, temp_dir, unique};
 use tonic::transport::Channel;
 
 const OK: i32 = Code::Ok as i32;
@@ -518,3 +518,49 @@ on_both_stores!(
     example_1, example_2, example_3, example_4, example_5, example_6, example_7, example_8,
     example_9,
 );
+
+/// Several files in a directory, one domain each; with `MERGE_DOMAIN_CONFIG` true, files of the
+/// same domain are merged, and otherwise the service refuses to start, naming both files.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_domain_config_merges_files_of_one_domain() {
+    let dir = temp_dir("merge");
+    let domain = unique("merged");
+    let file = |key: &str, count: u32| {
+        format!(
+            "domain: {domain}\ndescriptors:\n  - key: {key}\n    rate_limit: {{ unit: hour, requests_per_unit: {count} }}\n"
+        )
+    };
+    std::fs::write(dir.join("a.yaml"), file("a", 1)).unwrap();
+    std::fs::write(dir.join("b.yaml"), file("b", 2)).unwrap();
+    std::fs::write(dir.join("other.yaml"), "domain: other\n").unwrap();
+    let path = dir.to_str().unwrap();
+    let refused = Service::start_with_env(&["--config", path], &[("MERGE_DOMAIN_CONFIG", "false")])
+        .await
+        .err()
+        .expect("a domain in two files was loaded without MERGE_DOMAIN_CONFIG");
+    assert!(
+        refused.contains("a.yaml") && refused.contains("b.yaml"),
+        "{refused}"
+    );
+    let refused = Service::start_with_env(&["--config", path], &[("MERGE_DOMAIN_CONFIG", "yes")])
+        .await
+        .err()
+        .expect("MERGE_DOMAIN_CONFIG=yes was taken as a boolean");
+    assert!(refused.contains("MERGE_DOMAIN_CONFIG"), "{refused}");
+    let service = Service::start_with_env(&["--config", path], &[("MERGE_DOMAIN_CONFIG", "true")])
+        .await
+        .unwrap();
+    let mut client = service.client().await;
+    let r = ask(
+        &mut client,
+        &domain,
+        vec![descriptor(&[("a", "x")]), descriptor(&[("b", "y")])],
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(limit_of(&r, 0), Some((1, Unit::Hour as i32)));
+    assert_eq!(limit_of(&r, 1), Some((2, Unit::Hour as i32)));
+    drop(service);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

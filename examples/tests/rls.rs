@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_li
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
+use envoy_types::pb::google::protobuf::value::Kind;
 use ratelimit_core::{Limiter, MemoryStore};
 use ratelimit_examples::descriptors::Config;
 use ratelimit_examples::rls::RateLimitServer;
@@ -231,6 +232,7 @@ async fn shadow_mode_unlimited_and_unknown_descriptors_never_limit() {
         assert_eq!(r.statuses[1].code, Code::Ok as i32);
         assert_eq!(r.statuses[2].code, Code::Ok as i32);
         assert!(r.statuses[2].current_limit.is_none());
+        assert!(r.dynamic_metadata.is_none(), "no quota mode, no metadata");
     }
     let unknown = client
         .should_rate_limit(RateLimitRequest {
@@ -413,6 +415,26 @@ async fn quota_mode_reports_but_never_limits() {
         assert_eq!(r.overall_code, Code::Ok as i32, "call {call}");
         // One an hour: nothing left after the first, over it after that, and OK throughout.
         assert_eq!(remaining(&r, 0), (Code::Ok as i32, 0), "call {call}");
+        // envoyproxy/ratelimit's metadata: quota mode on, and this descriptor (index 0) over
+        // its quota from the second call on.
+        let metadata = r.dynamic_metadata.as_ref().unwrap();
+        let violations: Vec<f64> = match &metadata.fields["quotaModeViolations"].kind {
+            Some(Kind::ListValue(list)) => list
+                .values
+                .iter()
+                .map(|v| match v.kind {
+                    Some(Kind::NumberValue(n)) => n,
+                    _ => panic!("{v:?}"),
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        let expected: &[f64] = if call == 0 { &[] } else { &[0.0] };
+        assert_eq!(violations, expected, "call {call}");
+        assert_eq!(
+            metadata.fields["quotaModeEnabled"].kind,
+            Some(Kind::BoolValue(true))
+        );
         assert!(r.statuses[0].current_limit.is_some());
     }
 }
