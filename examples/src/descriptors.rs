@@ -1053,4 +1053,28 @@ descriptors:
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn the_shipped_configuration_loads_with_its_features() {
+        let config = Config::parse(
+            "examples/config/ratelimit.yaml",
+            include_str!("../config/ratelimit.yaml"),
+        )
+        .unwrap();
+        let edge = |entries: &[(&str, &str)]| {
+            let entries: Vec<Entry> = entries.iter().map(|(k, v)| Entry::new(k, v)).collect();
+            config.limit_for("edge", &entries).map(|m| {
+                (
+                    m.rate_limit.requests_per_unit,
+                    m.rate_limit.admits_nothing(),
+                    m.bucket,
+                )
+            })
+        };
+        assert!(edge(&[("remote_address", "192.0.2.66")]).unwrap().1);
+        let a = edge(&[("path", "/api/a/export")]).unwrap();
+        let b = edge(&[("path", "/api/b/c/export")]).unwrap();
+        assert_eq!((a.0, &a.2), (10, &b.2));
+        assert_eq!(edge(&[("path", "/api/a/import")]), None);
+    }
 }
