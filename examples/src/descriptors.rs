@@ -1,6 +1,9 @@
 //! The rate-limit descriptor configuration of envoyproxy/ratelimit, so that existing files work
-//! unchanged: one domain per file, nested descriptors with a key and an optional value, and a
-//! `rate_limit` of `requests_per_unit` per `unit`, or `unlimited`; `shadow_mode` per descriptor.
+//! unchanged: one domain per file (or several merged, with `MERGE_DOMAIN_CONFIG`), nested
+//! descriptors with a key and an optional value (exact, or a wildcard with `*` anywhere), and a
+//! `rate_limit` of `requests_per_unit` per `unit` (any letter case; zero admits nothing), or
+//! `unlimited`, with a `name` and the names it `replaces`; per descriptor `shadow_mode`,
+//! `quota_mode`, `share_threshold`, `detailed_metric` and `value_to_metric`.
 //!
 //! ```yaml
 //! domain: edge
@@ -21,6 +24,9 @@
 //! Invalid files are refused with the file, line, column and field at fault, and a service keeps
 //! the configuration it had (see [`Config::load`]).
 
+pub mod matcher;
+
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -76,9 +82,9 @@ pub enum ConfigError {
     },
 }
 
-/// The unit of a `rate_limit`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+/// The unit of a `rate_limit`, in any letter case (`second`, `SECOND`, `Second`), as
+/// envoyproxy/ratelimit reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     /// A second.
     Second,
@@ -96,7 +102,43 @@ pub enum Unit {
     Year,
 }
 
+impl<'de> Deserialize<'de> for Unit {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // A visitor rather than `try_from = "String"`: an error raised while the field itself
+        // is read keeps the field's path (`descriptors[0].rate_limit.unit`) in the message.
+        struct Name;
+        impl serde::de::Visitor<'_> for Name {
+            type Value = Unit;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a unit: second, minute, hour, day, week, month or year")
+            }
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Unit, E> {
+                Unit::from_name(name).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Name)
+    }
+}
+
 impl Unit {
+    /// The unit named `name`, in any letter case.
+    pub fn from_name(name: &str) -> Result<Self, String> {
+        Ok(match name.to_ascii_lowercase().as_str() {
+            "second" => Unit::Second,
+            "minute" => Unit::Minute,
+            "hour" => Unit::Hour,
+            "day" => Unit::Day,
+            "week" => Unit::Week,
+            "month" => Unit::Month,
+            "year" => Unit::Year,
+            _ => {
+                return Err(format!(
+                    "unknown unit {name:?}, expected second, minute, hour, day, week, month or year"
+                ));
+            }
+        })
+    }
+
     /// The unit's length.
     pub fn duration(self) -> Duration {
         let seconds = match self {
@@ -116,21 +158,32 @@ impl Unit {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "RawRateLimit")]
 pub struct RateLimit {
-    /// Requests admitted per unit (0 when unlimited).
+    /// Requests admitted per unit (0 when unlimited). Zero with a unit admits nothing: every
+    /// request for the descriptor is `OVER_LIMIT`, as envoyproxy/ratelimit answers it (a block
+    /// list entry).
     pub requests_per_unit: u32,
     /// The unit.
     pub unit: Unit,
     /// Never limited (still counted).
     pub unlimited: bool,
-    /// The limit's name, reported in responses.
+    /// The limit's name, reported in responses and named by other limits' `replaces`.
     pub name: Option<String>,
+    /// Names of limits this one replaces: when both match descriptors of one request, those
+    /// limits are not applied to that request (neither checked nor debited).
+    pub replaces: Vec<String>,
 }
 
 impl RateLimit {
     /// The GCRA policy of this limit: `requests_per_unit` per unit, all of it available at once
-    /// (the burst is the count, as a fixed window would allow).
+    /// (the burst is the count, as a fixed window would allow). An error for a limit of zero,
+    /// which admits nothing and has no policy (see [`admits_nothing`](Self::admits_nothing)).
     pub fn policy(&self) -> Result<Policy, PolicyError> {
         Policy::new(self.requests_per_unit, self.unit.duration())
+    }
+
+    /// `requests_per_unit: 0`: every request is over the limit, and no store is asked.
+    pub fn admits_nothing(&self) -> bool {
+        !self.unlimited && self.requests_per_unit == 0
     }
 }
 
@@ -142,17 +195,34 @@ struct RawRateLimit {
     #[serde(default)]
     unlimited: bool,
     name: Option<String>,
-    // Accepted for compatibility; replacing limits across descriptors is not supported.
     #[serde(default)]
-    replaces: Vec<serde_norway::Value>,
+    replaces: Vec<RawReplace>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplace {
+    name: String,
 }
 
 impl TryFrom<RawRateLimit> for RateLimit {
     type Error = String;
 
     fn try_from(raw: RawRateLimit) -> Result<Self, String> {
-        if !raw.replaces.is_empty() {
-            return Err("rate_limit.replaces: not supported".into());
+        let mut replaces = Vec::with_capacity(raw.replaces.len());
+        for replace in raw.replaces {
+            // envoyproxy/ratelimit refuses both: an empty name replaces nothing, and a limit
+            // replacing itself would never apply.
+            if replace.name.is_empty() {
+                return Err("rate_limit.replaces: a name must not be empty".into());
+            }
+            if raw.name.as_deref() == Some(replace.name.as_str()) {
+                return Err(format!(
+                    "rate_limit.replaces: {:?} is this limit's own name",
+                    replace.name
+                ));
+            }
+            replaces.push(replace.name);
         }
         if raw.unlimited {
             if raw.requests_per_unit.is_some() {
@@ -165,6 +235,7 @@ impl TryFrom<RawRateLimit> for RateLimit {
                 unit: raw.unit.unwrap_or(Unit::Second),
                 unlimited: true,
                 name: raw.name,
+                replaces,
             });
         }
         let unit = raw
@@ -173,14 +244,12 @@ impl TryFrom<RawRateLimit> for RateLimit {
         let requests_per_unit = raw
             .requests_per_unit
             .ok_or("rate_limit.requests_per_unit: missing")?;
-        if requests_per_unit == 0 {
-            return Err("rate_limit.requests_per_unit: must be at least 1".into());
-        }
         Ok(RateLimit {
             requests_per_unit,
             unit,
             unlimited: false,
             name: raw.name,
+            replaces,
         })
     }
 }
@@ -200,12 +269,27 @@ pub struct Descriptor {
     /// Nested nodes, for descriptors with more entries.
     #[serde(default)]
     pub descriptors: Vec<Descriptor>,
-    /// Counted and reported, never enforced.
+    /// Counted and reported, never enforced: over its limit, the descriptor's status is `OK`
+    /// with nothing remaining, and it never makes the overall code `OVER_LIMIT`.
     #[serde(default)]
     pub shadow_mode: bool,
-    /// Accepted for compatibility (per-value metrics); no effect.
+    /// A soft limit (envoyproxy/ratelimit's quota mode): counted like any limit, never makes
+    /// the overall code `OVER_LIMIT`; its descriptor's status says `OK` and the response's
+    /// dynamic metadata lists it under `quotaModeViolations` when it is over.
+    #[serde(default)]
+    pub quota_mode: bool,
+    /// Values matched by this node's wildcard share one bucket (the pattern's), instead of one
+    /// bucket per value. Only for a value with a `*`.
+    #[serde(default)]
+    pub share_threshold: bool,
+    /// envoyproxy/ratelimit's per-value statistics. Accepted and stored; this service keeps no
+    /// per-descriptor statistics, so it changes nothing yet.
     #[serde(default)]
     pub detailed_metric: bool,
+    /// envoyproxy/ratelimit's runtime value in statistics names. Accepted and stored; unused,
+    /// like `detailed_metric`.
+    #[serde(default)]
+    pub value_to_metric: bool,
 }
 
 #[derive(Deserialize)]
@@ -243,31 +327,61 @@ impl Entry {
 /// size, the same on every replica.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Matched<'a> {
-    /// The limit.
-    pub rate_limit: &'a RateLimit,
+    /// The limit: the configuration's, or one the request brought (its `limit` override).
+    pub rate_limit: Cow<'a, RateLimit>,
     /// Whether the matched node is in shadow mode.
     pub shadow_mode: bool,
-    /// The bucket's key: the domain and every entry, so each value of a wildcard node has its own.
+    /// Whether the matched node is in quota mode (a soft limit).
+    pub quota_mode: bool,
+    /// The bucket's key: the domain and every entry, so each value of a wildcard node has its own
+    /// (unless the node shares its threshold: then the pattern stands for the value).
     pub bucket: String,
     /// The descriptor's path in its file (`descriptors[0].descriptors[2]`), for messages.
     pub field: String,
 }
 
+/// One domain: its top-level descriptors, from one file or (merged) several.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Domain {
+    /// The files that define it, in load order.
+    files: Vec<String>,
+    descriptors: Vec<Descriptor>,
+    /// Per top-level descriptor: its file and its index there, for messages.
+    origins: Vec<(String, usize)>,
+}
+
+/// Whether files of one domain are merged, from `MERGE_DOMAIN_CONFIG` as envoyproxy/ratelimit
+/// reads it (Go's boolean spellings: `1`, `t`, `true`, `0`, `f`, `false`, any letter case for the
+/// words); unset is false. Any other value is refused rather than guessed.
+fn merge_domains_from_env() -> Result<bool, ConfigError> {
+    let Ok(value) = std::env::var("MERGE_DOMAIN_CONFIG") else {
+        return Ok(false);
+    };
+    match value.as_str() {
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "" | "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
+        other => Err(ConfigError::Conflict {
+            file: "MERGE_DOMAIN_CONFIG".into(),
+            message: format!("{other:?} is not a boolean (true or false)"),
+        }),
+    }
+}
+
 /// Every domain's descriptor tree.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
-    domains: HashMap<String, (String, Vec<Descriptor>)>,
+    domains: HashMap<String, Domain>,
 }
 
 impl Config {
     /// Parses one file's text (`file` names it in errors).
     pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         let mut config = Config::default();
-        config.add(file, text)?;
+        config.add(file, text, false)?;
         Ok(config)
     }
 
-    fn add(&mut self, file: &str, text: &str) -> Result<(), ConfigError> {
+    fn add(&mut self, file: &str, text: &str, merge: bool) -> Result<(), ConfigError> {
         let parsed: DomainFile = serde_norway::from_str(text).map_err(|error| {
             let (line, column) = error.location().map_or((0, 0), |l| (l.line(), l.column()));
             // The message already names the field path; drop the location serde appends.
@@ -293,18 +407,46 @@ impl Config {
             });
         }
         check_tree(file, &parsed.descriptors, "descriptors")?;
-        if let Some((other, _)) = self.domains.get(&parsed.domain) {
-            return Err(ConfigError::Conflict {
-                file: file.to_string(),
-                message: format!("domain {:?} is also defined in {other}", parsed.domain),
-            });
+        let domain = match self.domains.get_mut(&parsed.domain) {
+            Some(existing) if !merge => {
+                let other = existing.files.join(", ");
+                return Err(ConfigError::Conflict {
+                    file: file.to_string(),
+                    message: format!(
+                        "domain {:?} is also defined in {other} (set MERGE_DOMAIN_CONFIG=true to merge them)",
+                        parsed.domain
+                    ),
+                });
+            }
+            Some(existing) => existing,
+            None => self.domains.entry(parsed.domain).or_default(),
+        };
+        domain.files.push(file.to_string());
+        for (index, node) in parsed.descriptors.into_iter().enumerate() {
+            // Merged files extend one top level, so a node of one file may not repeat a node of
+            // another (envoyproxy/ratelimit refuses the duplicate composite key the same way).
+            if let Some(at) = domain
+                .descriptors
+                .iter()
+                .position(|other| alike(other, &node))
+            {
+                let (other_file, other_index) = &domain.origins[at];
+                return Err(ConfigError::Conflict {
+                    file: file.to_string(),
+                    message: format!(
+                        "descriptors[{index}]: key {:?} and value {:?} are also at {other_file}: descriptors[{other_index}]",
+                        node.key, node.value
+                    ),
+                });
+            }
+            domain.descriptors.push(node);
+            domain.origins.push((file.to_string(), index));
         }
-        self.domains
-            .insert(parsed.domain, (file.to_string(), parsed.descriptors));
         Ok(())
     }
 
-    /// Reads a file, or every `.yaml` / `.yml` file of a directory (one domain each).
+    /// Reads a file, or every `.yaml` / `.yml` file of a directory (one domain each, unless
+    /// `MERGE_DOMAIN_CONFIG` is true).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::from_texts(&Config::read(path)?)
     }
@@ -349,11 +491,21 @@ impl Config {
         Ok(texts)
     }
 
-    /// Parses texts read by [`read`](Self::read), one domain each.
+    /// Parses texts read by [`read`](Self::read): one domain each, or, with the environment
+    /// variable `MERGE_DOMAIN_CONFIG` true, files of the same domain merged into one.
     pub fn from_texts(texts: &[(PathBuf, String)]) -> Result<Config, ConfigError> {
+        Config::from_texts_merging(texts, merge_domains_from_env()?)
+    }
+
+    /// [`from_texts`](Self::from_texts) with the merge decided by the caller: `merge` false
+    /// refuses a domain defined in two files, naming both.
+    pub fn from_texts_merging(
+        texts: &[(PathBuf, String)],
+        merge: bool,
+    ) -> Result<Config, ConfigError> {
         let mut config = Config::default();
         for (file, text) in texts {
-            config.add(&file.display().to_string(), text)?;
+            config.add(&file.display().to_string(), text, merge)?;
         }
         Ok(config)
     }
@@ -365,36 +517,40 @@ impl Config {
         fn walk(
             store: &dyn Store,
             file: &str,
-            level: &[Descriptor],
-            path: &str,
+            node: &Descriptor,
+            here: &str,
         ) -> Result<(), ConfigError> {
-            for (index, node) in level.iter().enumerate() {
-                let here = format!("{path}[{index}]");
-                if let Some(limit) = node.rate_limit.as_ref().filter(|l| !l.unlimited) {
-                    let unrepresentable = |source| ConfigError::Unrepresentable {
-                        file: file.to_string(),
-                        field: format!("{here}.rate_limit"),
-                        source,
-                    };
-                    // check_tree refused every policy that cannot be built at parse time.
-                    if let Ok(policy) = limit.policy() {
-                        check_policy(store, &policy).map_err(unrepresentable)?;
-                    }
+            if let Some(limit) = node.rate_limit.as_ref().filter(|l| !l.unlimited) {
+                let unrepresentable = |source| ConfigError::Unrepresentable {
+                    file: file.to_string(),
+                    field: format!("{here}.rate_limit"),
+                    source,
+                };
+                // check_tree refused every policy that cannot be built at parse time, but a
+                // limit of zero, which has none and asks no store.
+                if let Ok(policy) = limit.policy() {
+                    check_policy(store, &policy).map_err(unrepresentable)?;
                 }
-                walk(
-                    store,
-                    file,
-                    &node.descriptors,
-                    &format!("{here}.descriptors"),
-                )?;
+            }
+            for (index, child) in node.descriptors.iter().enumerate() {
+                walk(store, file, child, &format!("{here}.descriptors[{index}]"))?;
             }
             Ok(())
         }
-        let mut domains: Vec<_> = self.domains.values().collect();
+        let mut tops: Vec<(&str, usize, &Descriptor)> = self
+            .domains
+            .values()
+            .flat_map(|d| {
+                d.origins
+                    .iter()
+                    .zip(&d.descriptors)
+                    .map(|((file, index), node)| (file.as_str(), *index, node))
+            })
+            .collect();
         // Sorted, so that the same configuration is always refused with the same message.
-        domains.sort_by(|a, b| a.0.cmp(&b.0));
-        for (file, descriptors) in domains {
-            walk(store, file, descriptors, "descriptors")?;
+        tops.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        for (file, index, node) in tops {
+            walk(store, file, node, &format!("descriptors[{index}]"))?;
         }
         Ok(())
     }
@@ -404,48 +560,84 @@ impl Config {
         self.domains.keys().map(String::as_str)
     }
 
-    /// The limit for a request's descriptor in `domain`: each entry in turn matches the node with
-    /// its key and value, or else the node with its key and no value; the node matched by the last
-    /// entry gives the limit. `None` when any entry has no node, or the last node has no limit.
+    /// Whether `domain` is configured (a request's own `limit` applies only in a known domain,
+    /// as in envoyproxy/ratelimit).
+    pub fn has_domain(&self, domain: &str) -> bool {
+        self.domains.contains_key(domain)
+    }
+
+    /// The limit for a request's descriptor in `domain`, as envoyproxy/ratelimit's `GetLimit`
+    /// finds it. At each depth the entry matches, in this order, the node with its key and
+    /// exactly its value, else the first node (in file order) with its key and a wildcard value
+    /// that matches it (see [`matcher`]), else the node with its key and no value. The search
+    /// then goes on among that node's children only: a node once matched is never given up for
+    /// another (no backtracking). Only the node matched by the last entry gives a limit: a limit
+    /// applies at the request descriptor's depth, not above or below it. `None` when an entry
+    /// matches no node, or the last node has no limit.
     pub fn limit_for(&self, domain: &str, entries: &[Entry]) -> Option<Matched<'_>> {
-        let (_, mut level) = self.domains.get(domain).map(|(f, d)| (f, d.as_slice()))?;
+        let config = self.domains.get(domain)?;
+        let mut level = config.descriptors.as_slice();
         let mut node = None;
         let mut bucket = BucketKey::new(domain);
-        let mut field = String::from("descriptors");
+        let mut field = String::new();
         for entry in entries {
-            let (index, found) = level
-                .iter()
-                .enumerate()
-                .find(|(_, d)| {
-                    d.key == entry.key && d.value.as_deref() == Some(entry.value.as_str())
-                })
-                .or_else(|| {
-                    level
-                        .iter()
-                        .enumerate()
-                        .find(|(_, d)| d.key == entry.key && d.value.is_none())
-                })?;
+            let (index, found, by_wildcard) = find(level, entry)?;
             bucket.push(&entry.key);
-            bucket.push(&entry.value);
-            if node.is_some() {
-                field.push_str(".descriptors");
+            match (&found.value, by_wildcard && found.share_threshold) {
+                // Every value the pattern matches counts in the pattern's bucket. The part is
+                // marked, so that it cannot be the bucket of a request whose value is the
+                // pattern itself matched exactly.
+                (Some(pattern), true) => bucket.push(&format!("*share_threshold*{pattern}")),
+                _ => bucket.push(&entry.value),
             }
-            let _ = write!(field, "[{index}]");
+            if node.is_none() {
+                let (_, in_file) = &config.origins[index];
+                let _ = write!(field, "descriptors[{in_file}]");
+            } else {
+                let _ = write!(field, ".descriptors[{index}]");
+            }
             level = &found.descriptors;
             node = Some(found);
         }
         let node = node?;
         Some(Matched {
-            rate_limit: node.rate_limit.as_ref()?,
+            rate_limit: Cow::Borrowed(node.rate_limit.as_ref()?),
             shadow_mode: node.shadow_mode,
+            quota_mode: node.quota_mode,
             bucket: bucket.finish(),
             field,
         })
     }
 }
 
+/// A node's value, `None` for key-only (`value: ""` is no value, as in envoyproxy/ratelimit).
+fn value_of(node: &Descriptor) -> Option<&str> {
+    node.value.as_deref().filter(|v| !v.is_empty())
+}
+
+/// Two nodes of one level that would be the same rule.
+fn alike(a: &Descriptor, b: &Descriptor) -> bool {
+    a.key == b.key && value_of(a) == value_of(b)
+}
+
+/// The node of `level` that `entry` matches: its index, the node, and whether a wildcard matched.
+fn find<'c>(level: &'c [Descriptor], entry: &Entry) -> Option<(usize, &'c Descriptor, bool)> {
+    let keyed = || level.iter().enumerate().filter(|(_, d)| d.key == entry.key);
+    if let Some((i, d)) = keyed().find(|(_, d)| value_of(d) == Some(entry.value.as_str())) {
+        return Some((i, d, false));
+    }
+    if let Some((i, d)) = keyed().find(|(_, d)| {
+        value_of(d).is_some_and(|v| matcher::is_pattern(v) && matcher::matches(v, &entry.value))
+    }) {
+        return Some((i, d, true));
+    }
+    keyed()
+        .find(|(_, d)| value_of(d).is_none())
+        .map(|(i, d)| (i, d, false))
+}
+
 /// Checks what serde cannot: keys not empty, limits expressible as policies, no two nodes of a
-/// level alike.
+/// level alike, `share_threshold` only on a wildcard value.
 fn check_tree(file: &str, level: &[Descriptor], path: &str) -> Result<(), ConfigError> {
     let invalid = |message: String| ConfigError::Conflict {
         file: file.to_string(),
@@ -457,16 +649,20 @@ fn check_tree(file: &str, level: &[Descriptor], path: &str) -> Result<(), Config
             return Err(invalid(format!("{here}.key: must not be empty")));
         }
         if let Some(limit) = &node.rate_limit {
-            if !limit.unlimited {
+            // Zero admits nothing and needs no policy; any other count must make one.
+            if !limit.unlimited && !limit.admits_nothing() {
                 limit
                     .policy()
                     .map_err(|e| invalid(format!("{here}.rate_limit: {e}")))?;
             }
         }
-        if level[..index]
-            .iter()
-            .any(|other| other.key == node.key && other.value == node.value)
-        {
+        if node.share_threshold && !value_of(node).is_some_and(matcher::is_pattern) {
+            return Err(invalid(format!(
+                "{here}.share_threshold: only for a wildcard value (one with a `*`), not {:?}",
+                node.value
+            )));
+        }
+        if level[..index].iter().any(|other| alike(other, node)) {
             return Err(invalid(format!(
                 "{here}: a second descriptor with key {:?} and value {:?}",
                 node.key, node.value
@@ -617,12 +813,18 @@ descriptors:
         assert!(message.contains("fortnight"), "{message}");
 
         let (_, message) = invalid(
-            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 0 }\n",
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 1, replaces: [{ name: \"\" }] }\n",
         );
-        assert!(
-            message.contains("descriptors[0]: rate_limit.requests_per_unit: must be at least 1"),
-            "{message}"
+        assert!(message.contains("replaces"), "{message}");
+        let (_, message) = invalid(
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { name: x, unit: second, requests_per_unit: 1, replaces: [{ name: x }] }\n",
         );
+        assert!(message.contains("own name"), "{message}");
+        let (line, message) = invalid(
+            "domain: edge\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 1 }\n    shadow_modes: true\n",
+        );
+        assert_eq!(line, 5);
+        assert!(message.contains("shadow_modes"), "{message}");
 
         let (line, message) =
             invalid("domain: edge\ndescriptors:\n  - key: a\n    rate_limits: {}\n");
@@ -644,7 +846,7 @@ descriptors:
             Err(ConfigError::Conflict { .. })
         ));
         let mut config = Config::parse("one.yaml", "domain: edge\n").unwrap();
-        let again = config.add("two.yaml", "domain: edge\n");
+        let again = config.add("two.yaml", "domain: edge\n", false);
         match again {
             Err(ConfigError::Conflict { file, message }) => {
                 assert_eq!(file, "two.yaml");
@@ -666,5 +868,213 @@ descriptors:
         domains.sort();
         assert_eq!(domains, ["edge", "mesh"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn limit_of(config: &Config, entries: &[(&str, &str)]) -> Option<u32> {
+        let entries: Vec<Entry> = entries.iter().map(|(k, v)| Entry::new(k, v)).collect();
+        config
+            .limit_for("d", &entries)
+            .map(|m| m.rate_limit.requests_per_unit)
+    }
+
+    #[test]
+    fn matching_is_envoys_get_limit() {
+        let config = Config::parse(
+            "d.yaml",
+            r#"
+domain: d
+descriptors:
+  - key: path
+    value: /api/*/orders
+    rate_limit: { unit: second, requests_per_unit: 1 }
+  - key: path
+    value: /api/*
+    rate_limit: { unit: second, requests_per_unit: 2 }
+  - key: path
+    value: /api/admin
+    rate_limit: { unit: second, requests_per_unit: 3 }
+  - key: path
+    rate_limit: { unit: second, requests_per_unit: 4 }
+  - key: host
+    value: "*.example.*"
+    rate_limit: { unit: SECOND, requests_per_unit: 5 }
+  - key: tenant
+    value: acme
+    descriptors:
+      - key: plan
+        value: paid
+        rate_limit: { unit: Minute, requests_per_unit: 6 }
+  - key: tenant
+    rate_limit: { unit: second, requests_per_unit: 7 }
+    descriptors:
+      - key: plan
+        rate_limit: { unit: second, requests_per_unit: 8 }
+"#,
+        )
+        .unwrap();
+        // Exact value first, then the first wildcard in file order, then key only.
+        assert_eq!(limit_of(&config, &[("path", "/api/admin")]), Some(3));
+        assert_eq!(limit_of(&config, &[("path", "/api/7/orders")]), Some(1));
+        assert_eq!(limit_of(&config, &[("path", "/api/7")]), Some(2));
+        assert_eq!(limit_of(&config, &[("path", "/web")]), Some(4));
+        assert_eq!(limit_of(&config, &[("host", "a.example.org")]), Some(5));
+        assert_eq!(limit_of(&config, &[("host", "example.org")]), None);
+        // A limit applies at the request's depth only.
+        assert_eq!(limit_of(&config, &[("tenant", "other")]), Some(7));
+        assert_eq!(
+            limit_of(&config, &[("tenant", "other"), ("plan", "x")]),
+            Some(8)
+        );
+        assert_eq!(limit_of(&config, &[("tenant", "acme")]), None);
+        // Nor above it: a deeper request does not fall back to a shallower node's limit.
+        assert_eq!(
+            limit_of(&config, &[("path", "/api/admin"), ("x", "y")]),
+            None
+        );
+        // No backtracking: tenant=acme matched its own node, whose children have no plan=free;
+        // the key-only tenant node (whose plan would match) is not tried instead.
+        assert_eq!(
+            limit_of(&config, &[("tenant", "acme"), ("plan", "free")]),
+            None
+        );
+        assert_eq!(
+            limit_of(&config, &[("tenant", "acme"), ("plan", "paid")]),
+            Some(6)
+        );
+        let paid = config
+            .limit_for(
+                "d",
+                &[Entry::new("tenant", "acme"), Entry::new("plan", "paid")],
+            )
+            .unwrap();
+        assert_eq!(paid.rate_limit.unit, Unit::Minute);
+        assert_eq!(paid.field, "descriptors[5].descriptors[0]");
+    }
+
+    #[test]
+    fn share_threshold_puts_every_matching_value_in_one_bucket() {
+        let text = |share: bool| {
+            format!(
+                "domain: d\ndescriptors:\n  - key: files\n    value: files/*\n    share_threshold: {share}\n    rate_limit: {{ unit: hour, requests_per_unit: 10 }}\n"
+            )
+        };
+        let bucket = |config: &Config, value: &str| {
+            config
+                .limit_for("d", &[Entry::new("files", value)])
+                .unwrap()
+                .bucket
+        };
+        let shared = Config::parse("d.yaml", &text(true)).unwrap();
+        assert_eq!(
+            bucket(&shared, "files/a.pdf"),
+            bucket(&shared, "files/b.csv")
+        );
+        assert_ne!(bucket(&shared, "files/a.pdf"), bucket(&shared, "files/*"));
+        let apart = Config::parse("d.yaml", &text(false)).unwrap();
+        assert_ne!(bucket(&apart, "files/a.pdf"), bucket(&apart, "files/b.csv"));
+        let refused = Config::parse(
+            "d.yaml",
+            "domain: d\ndescriptors:\n  - key: files\n    value: files\n    share_threshold: true\n",
+        );
+        assert!(
+            matches!(&refused, Err(ConfigError::Conflict { message, .. }) if message.contains("share_threshold")),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn zero_replaces_and_the_other_fields_load() {
+        let config = Config::parse(
+            "d.yaml",
+            r#"
+domain: d
+descriptors:
+  - key: remote_address
+    value: 50.0.0.5
+    rate_limit: { unit: second, requests_per_unit: 0 }
+  - key: user
+    quota_mode: true
+    detailed_metric: true
+    value_to_metric: true
+    rate_limit:
+      name: per-user
+      unit: day
+      requests_per_unit: 100
+      replaces: [{ name: global }]
+"#,
+        )
+        .unwrap();
+        let blocked = config
+            .limit_for("d", &[Entry::new("remote_address", "50.0.0.5")])
+            .unwrap();
+        assert!(blocked.rate_limit.admits_nothing());
+        let user = config.limit_for("d", &[Entry::new("user", "u")]).unwrap();
+        assert!(user.quota_mode);
+        assert_eq!(user.rate_limit.replaces, ["global"]);
+        assert_eq!(user.rate_limit.name.as_deref(), Some("per-user"));
+    }
+
+    #[test]
+    fn files_of_one_domain_merge_only_when_asked() {
+        let texts = vec![
+            (
+                PathBuf::from("a.yaml"),
+                "domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 1 }\n".to_string(),
+            ),
+            (
+                PathBuf::from("b.yaml"),
+                "domain: d\ndescriptors:\n  - key: b\n    rate_limit: { unit: second, requests_per_unit: 2 }\n".to_string(),
+            ),
+        ];
+        match Config::from_texts_merging(&texts, false) {
+            Err(ConfigError::Conflict { file, message }) => {
+                assert_eq!(file, "b.yaml");
+                assert!(message.contains("a.yaml"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let merged = Config::from_texts_merging(&texts, true).unwrap();
+        assert_eq!(limit_of(&merged, &[("a", "x")]), Some(1));
+        assert_eq!(limit_of(&merged, &[("b", "x")]), Some(2));
+        assert_eq!(
+            merged
+                .limit_for("d", &[Entry::new("b", "x")])
+                .unwrap()
+                .field,
+            "descriptors[0]"
+        );
+        let mut clash = texts.clone();
+        clash[1].1 = clash[0].1.clone();
+        match Config::from_texts_merging(&clash, true) {
+            Err(ConfigError::Conflict { file, message }) => {
+                assert_eq!(file, "b.yaml");
+                assert!(message.contains("a.yaml: descriptors[0]"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_shipped_configuration_loads_with_its_features() {
+        let config = Config::parse(
+            "examples/config/ratelimit.yaml",
+            include_str!("../config/ratelimit.yaml"),
+        )
+        .unwrap();
+        let edge = |entries: &[(&str, &str)]| {
+            let entries: Vec<Entry> = entries.iter().map(|(k, v)| Entry::new(k, v)).collect();
+            config.limit_for("edge", &entries).map(|m| {
+                (
+                    m.rate_limit.requests_per_unit,
+                    m.rate_limit.admits_nothing(),
+                    m.bucket,
+                )
+            })
+        };
+        assert!(edge(&[("remote_address", "192.0.2.66")]).unwrap().1);
+        let a = edge(&[("path", "/api/a/export")]).unwrap();
+        let b = edge(&[("path", "/api/b/c/export")]).unwrap();
+        assert_eq!((a.0, &a.2), (10, &b.2));
+        assert_eq!(edge(&[("path", "/api/a/import")]), None);
     }
 }

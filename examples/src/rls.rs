@@ -5,18 +5,24 @@
 //! a limit (see [`descriptors`](crate::descriptors)) is one limit of the request, counted in a
 //! bucket of its own per distinct descriptor value. All enforced limits of a request are decided
 //! in one all-or-nothing call: an over-limit answer debits nothing anywhere (for more than
-//! [`MAX_LIMITS`] distinct limits, see [`RateLimitServer::decide`]). Descriptors in shadow
-//! mode are counted in a second call and reported as they are, but never make the answer
-//! `OVER_LIMIT`. `hits_addend` (per request, or per descriptor) is each limit's cost, zero
-//! meaning one.
+//! [`MAX_LIMITS`] distinct limits, see [`RateLimitServer::decide`]). Descriptors in shadow or
+//! quota mode are counted in a second call and never make the answer `OVER_LIMIT`: over their
+//! limit they report `OK` with nothing remaining, as envoyproxy/ratelimit does. `hits_addend`
+//! is each limit's cost: the request's, zero meaning one, or the descriptor's own, zero meaning
+//! check only (debit nothing, `OVER_LIMIT` when the next request would be). Quota-mode limits
+//! over their count are listed in the response's dynamic metadata (`quotaModeViolations`). A limit named in
+//! another matched limit's `replaces` is not applied. A descriptor's own `limit` (Envoy's
+//! override) applies to it in any configured domain, in a bucket of its own.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as PbUnit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::{
     Code, DescriptorStatus, RateLimit as PbRateLimit,
@@ -25,12 +31,15 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::{
     RateLimitService, RateLimitServiceServer,
 };
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
-use envoy_types::pb::google::protobuf::Duration as PbDuration;
+use envoy_types::pb::google::protobuf::value::Kind;
+use envoy_types::pb::google::protobuf::{
+    Duration as PbDuration, ListValue, Struct as PbStruct, Value as PbValue,
+};
 use parking_lot::RwLock;
-use ratelimit_core::{Decision, Limit, Limiter, MAX_LIMITS, Policy};
+use ratelimit_core::{BucketKey, Decision, Limit, Limiter, MAX_LIMITS, Policy};
 use tonic::{Request, Response, Status};
 
-use crate::descriptors::{Config, ConfigError, Entry, Matched, Unit};
+use crate::descriptors::{Config, ConfigError, Entry, Matched, RateLimit, Unit};
 
 /// The rate limit service: a configuration (replaceable while serving) and a limiter.
 pub struct RateLimitServer {
@@ -197,32 +206,71 @@ impl RateLimitServer {
             )));
         }
         let config = self.config.read().clone();
-        // Zero means one, as Envoy sends it; costs are u64 from here on, so that no addend is
-        // truncated (2^32 + 5 is not 5) and no sum overflows.
+        // Zero means one for the request's own addend, as Envoy sends it; a descriptor's own
+        // addend of zero only checks (consumes nothing), as in envoyproxy/ratelimit. Costs are
+        // u64 from here on, so that no addend is truncated (2^32 + 5 is not 5) and no sum
+        // overflows.
         let request_hits = u64::from(request.hits_addend.max(1));
+        let known_domain = config.has_domain(&request.domain);
+        let found: Vec<(Option<Matched<'_>>, u64)> = request
+            .descriptors
+            .iter()
+            .map(|descriptor| {
+                let hits = descriptor
+                    .hits_addend
+                    .as_ref()
+                    .map_or(request_hits, |h| h.value);
+                let matched = match &descriptor.limit {
+                    // The request's own limit replaces the configuration's for this
+                    // descriptor, even where no rule matches; in a known domain only, as in
+                    // envoyproxy/ratelimit.
+                    Some(own) if known_domain => {
+                        Some(override_of(&request.domain, descriptor, own))
+                    }
+                    Some(_) => None,
+                    None => config.limit_for(&request.domain, &entries_of(descriptor)),
+                };
+                (matched, hits)
+            })
+            .collect();
+        // A matched limit named in another matched limit's `replaces` does not apply to this
+        // request: neither checked nor debited (envoyproxy/ratelimit's constructLimitsToCheck,
+        // where unlimited limits replace too).
+        let replaced: HashSet<String> = found
+            .iter()
+            .filter_map(|(m, _)| m.as_ref())
+            .flat_map(|m| m.rate_limit.replaces.iter().cloned())
+            .collect();
         let mut limits: Vec<Merged<'_>> = Vec::new();
         let mut by_bucket: HashMap<String, usize> = HashMap::new();
-        // Per descriptor: the limit it counts in, if any.
-        let mut slot_of: Vec<Option<usize>> = Vec::with_capacity(request.descriptors.len());
-        for descriptor in &request.descriptors {
-            let hits = descriptor
-                .hits_addend
-                .as_ref()
-                .map_or(request_hits, |h| h.value.max(1));
-            let Some(matched) = config
-                .limit_for(&request.domain, &entries_of(descriptor))
-                .filter(|m| !m.rate_limit.unlimited)
-            else {
-                slot_of.push(None);
+        // Per descriptor: what it counts in.
+        let mut slot_of: Vec<Slot> = Vec::with_capacity(request.descriptors.len());
+        for (matched, hits) in found {
+            let Some(matched) = matched else {
+                slot_of.push(Slot::None);
                 continue;
             };
+            if matched
+                .rate_limit
+                .name
+                .as_ref()
+                .is_some_and(|name| replaced.contains(name))
+            {
+                slot_of.push(Slot::None);
+                continue;
+            }
+            if matched.rate_limit.unlimited {
+                slot_of.push(Slot::Unlimited);
+                continue;
+            }
             let at = match by_bucket.get(&matched.bucket) {
                 Some(&at) => at,
                 None => {
                     by_bucket.insert(matched.bucket.clone(), limits.len());
                     limits.push(Merged {
-                        // The configuration was checked when it loaded; a policy that still
-                        // cannot be built makes the limit one that never admits (fail closed).
+                        // A limit of zero has no policy and admits nothing; any other policy
+                        // was checked when the configuration loaded, and one that still cannot
+                        // be built makes the limit one that never admits (fail closed).
                         policy: matched.rate_limit.policy().ok(),
                         matched,
                         cost: 0,
@@ -233,35 +281,60 @@ impl RateLimitServer {
                 }
             };
             limits[at].cost = limits[at].cost.saturating_add(hits);
-            slot_of.push(Some(at));
+            slot_of.push(Slot::Limit(at));
         }
         for limit in &mut limits {
-            // A cost above the burst can never be admitted: over limit without asking the store.
+            // A cost above the burst can never be admitted: over limit without a debit.
             limit.never = limit
                 .policy
                 .is_none_or(|p| limit.cost > u64::from(p.burst()));
         }
 
-        let mut over = limits.iter().any(|l| l.never && !l.matched.shadow_mode);
+        let mut over = limits.iter().any(|l| l.never && !l.is_soft());
+        // The limits whose descriptors only check (cost 0) are peeked before anything is
+        // debited: one that has no room denies the request with nothing debited anywhere.
+        let checks: Vec<usize> = (0..limits.len())
+            .filter(|&i| !limits[i].is_soft() && !limits[i].never && limits[i].cost == 0)
+            .collect();
+        for chunk in checks.chunks(MAX_LIMITS) {
+            if over {
+                break;
+            }
+            over = !self.call(&mut limits, chunk, Call::Peek).await;
+        }
         let enforced: Vec<usize> = (0..limits.len())
-            .filter(|&i| !limits[i].matched.shadow_mode && !limits[i].never)
+            .filter(|&i| !limits[i].is_soft() && !limits[i].never && limits[i].cost > 0)
             .collect();
         if !over && !enforced.is_empty() {
             over = !self.enforce(&mut limits, &enforced).await;
         }
-        let shadow: Vec<usize> = (0..limits.len())
-            .filter(|&i| limits[i].matched.shadow_mode && !limits[i].never)
-            .collect();
-        for chunk in shadow.chunks(MAX_LIMITS) {
-            // Shadow limits are counted, never enforced: each chunk is decided on its own.
-            self.call(&mut limits, chunk, Call::Shadow).await;
+        for check_only in [false, true] {
+            let soft: Vec<usize> = (0..limits.len())
+                .filter(|&i| {
+                    limits[i].is_soft() && !limits[i].never && (limits[i].cost == 0) == check_only
+                })
+                .collect();
+            let call = if check_only { Call::Peek } else { Call::Shadow };
+            for chunk in soft.chunks(MAX_LIMITS) {
+                // Shadow and quota-mode limits are counted, never enforced: each chunk is
+                // decided on its own.
+                self.call(&mut limits, chunk, call).await;
+            }
         }
-        for limit in limits.iter().filter(|l| l.matched.shadow_mode) {
+        // A limit over without a store decision (its cost exceeds it) still reports when its
+        // bucket is full again: peeked for that alone, at the cost of one request.
+        let never: Vec<usize> = (0..limits.len())
+            .filter(|&i| limits[i].never && limits[i].policy.is_some())
+            .collect();
+        for chunk in never.chunks(MAX_LIMITS) {
+            self.call(&mut limits, chunk, Call::Peek).await;
+        }
+        for limit in limits.iter().filter(|l| l.is_soft()) {
             if limit.is_over() {
                 self.metrics
                     .shadow_over_limit
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(descriptor = %limit.matched.field, "over limit in shadow mode");
+                tracing::info!(descriptor = %limit.matched.field, "over limit in shadow or quota mode");
             }
         }
 
@@ -289,11 +362,12 @@ impl RateLimitServer {
 
         let statuses = slot_of
             .iter()
-            .map(|slot| status_of(slot.map(|at| &limits[at])))
+            .map(|slot| status_of(slot, &limits))
             .collect();
         Ok(RateLimitResponse {
             overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
             statuses,
+            dynamic_metadata: quota_metadata(&slot_of, &limits),
             ..RateLimitResponse::default()
         })
     }
@@ -388,14 +462,85 @@ struct Merged<'c> {
 
 impl Merged<'_> {
     /// The limit to ask the store: `None` for a limit without a policy or with a cost that
-    /// does not fit a u32 (both are `never`, and never asked).
+    /// does not fit a u32 (both are `never`, and only peeked). A limit that only checks (cost
+    /// 0), or can never be admitted, is peeked at the cost of one request: would the next
+    /// request have room, and when is the bucket full again.
     fn limit(&self) -> Option<Limit<'_>> {
-        let cost = u32::try_from(self.cost).ok()?;
+        let cost = if self.cost == 0 || self.never {
+            1
+        } else {
+            u32::try_from(self.cost).ok()?
+        };
         Some(Limit::new(&self.matched.bucket, self.policy?).with_cost(cost))
     }
 
     fn is_over(&self) -> bool {
         self.never || self.decision.is_some_and(|d| !d.is_allowed())
+    }
+
+    /// Shadow or quota mode: counted and reported, never the reason for `OVER_LIMIT`.
+    fn is_soft(&self) -> bool {
+        self.matched.shadow_mode || self.matched.quota_mode
+    }
+}
+
+/// What a request's descriptor counts in.
+#[derive(Clone, Copy)]
+enum Slot {
+    /// No limit (none matched, or it was replaced).
+    None,
+    /// An unlimited limit: `OK`, with everything remaining.
+    Unlimited,
+    /// The limit at this index of the request's merged limits.
+    Limit(usize),
+}
+
+/// The limit a request brought for one descriptor (`RateLimitDescriptor.limit`), counted in a
+/// bucket of its own: the descriptor's entries and then the override itself as one more part, so
+/// that its part count is odd and no configured rule's bucket (key and value pairs) can be it,
+/// and a different override is a different bucket. A unit Envoy does not know makes a limit
+/// that admits nothing (failing closed; envoyproxy/ratelimit cannot count it either).
+fn override_of(
+    domain: &str,
+    descriptor: &RateLimitDescriptor,
+    own: &RateLimitOverride,
+) -> Matched<'static> {
+    let unit = match PbUnit::try_from(own.unit) {
+        Ok(PbUnit::Second) => Some(Unit::Second),
+        Ok(PbUnit::Minute) => Some(Unit::Minute),
+        Ok(PbUnit::Hour) => Some(Unit::Hour),
+        Ok(PbUnit::Day) => Some(Unit::Day),
+        Ok(PbUnit::Week) => Some(Unit::Week),
+        Ok(PbUnit::Month) => Some(Unit::Month),
+        Ok(PbUnit::Year) => Some(Unit::Year),
+        Ok(PbUnit::Unknown) | Err(_) => None,
+    };
+    let mut bucket = BucketKey::new(domain);
+    for entry in &descriptor.entries {
+        bucket.push(&entry.key);
+        bucket.push(&entry.value);
+    }
+    bucket.push(&format!(
+        "limit override: {} per {}",
+        own.requests_per_unit, own.unit
+    ));
+    Matched {
+        rate_limit: Cow::Owned(RateLimit {
+            requests_per_unit: if unit.is_some() {
+                own.requests_per_unit
+            } else {
+                0
+            },
+            unit: unit.unwrap_or(Unit::Second),
+            unlimited: false,
+            name: None,
+            replaces: Vec::new(),
+        }),
+        // As in envoyproxy/ratelimit: the request's own limit is always enforced.
+        shadow_mode: false,
+        quota_mode: false,
+        bucket: bucket.finish(),
+        field: "limit override".into(),
     }
 }
 
@@ -407,14 +552,27 @@ fn entries_of(descriptor: &RateLimitDescriptor) -> Vec<Entry> {
         .collect()
 }
 
-/// A descriptor's status as Envoy expects it: its code, the limit that applied, what is left and
-/// when the bucket is full again. Descriptors with no limit are `OK` with no limit.
-fn status_of(limit: Option<&Merged<'_>>) -> DescriptorStatus {
-    let Some(limit) = limit else {
-        return DescriptorStatus {
-            code: Code::Ok as i32,
-            ..DescriptorStatus::default()
-        };
+/// A descriptor's status as envoyproxy/ratelimit reports it: its code, the limit that applied,
+/// what is left and when the bucket is full again. No limit: `OK` with no limit. Unlimited: `OK`
+/// with no limit and `u32::MAX` remaining. Over the limit: nothing remaining; in shadow or
+/// quota mode the code is still `OK`, so that Envoy, which reads the statuses as well as the
+/// overall code, never limits on it. A limit of zero is full again after one unit.
+fn status_of(slot: &Slot, limits: &[Merged<'_>]) -> DescriptorStatus {
+    let limit = match *slot {
+        Slot::None => {
+            return DescriptorStatus {
+                code: Code::Ok as i32,
+                ..DescriptorStatus::default()
+            };
+        }
+        Slot::Unlimited => {
+            return DescriptorStatus {
+                code: Code::Ok as i32,
+                limit_remaining: u32::MAX,
+                ..DescriptorStatus::default()
+            };
+        }
+        Slot::Limit(at) => &limits[at],
     };
     let m = &limit.matched;
     let current_limit = Some(PbRateLimit {
@@ -422,20 +580,69 @@ fn status_of(limit: Option<&Merged<'_>>) -> DescriptorStatus {
         requests_per_unit: m.rate_limit.requests_per_unit,
         unit: pb_unit(m.rate_limit.unit) as i32,
     });
-    let decision = limit.decision;
+    let over = limit.is_over();
+    let (remaining, reset) = match (limit.decision, limit.policy) {
+        // A check-only or never-admitted limit was peeked at the cost of one request, and an
+        // admitting peek answers as if that one were taken: the bucket as it is has one more
+        // and is full again one emission interval sooner.
+        (Some(d), Some(policy)) if d.is_allowed() && (limit.cost == 0 || limit.never) => (
+            d.remaining().saturating_add(1).min(policy.burst()),
+            Some(d.reset_after().saturating_sub(policy.emission_interval())),
+        ),
+        (Some(d), _) => (d.remaining(), Some(d.reset_after())),
+        (None, None) => (0, Some(m.rate_limit.unit.duration())),
+        (None, Some(_)) => (0, None),
+    };
     DescriptorStatus {
-        // A shadow-mode descriptor is reported as it is: Envoy ignores its code for the verdict
-        // only because the overall code says OK.
-        code: if limit.is_over() {
+        code: if over && !limit.is_soft() {
             Code::OverLimit
         } else {
             Code::Ok
         } as i32,
         current_limit,
-        limit_remaining: decision.map_or(0, |d| d.remaining()),
-        duration_until_reset: decision.map(|d| pb_duration(d.reset_after())),
+        limit_remaining: if over { 0 } else { remaining },
+        duration_until_reset: reset.map(pb_duration),
         ..DescriptorStatus::default()
     }
+}
+
+/// envoyproxy/ratelimit's quota-mode metadata: when any descriptor matched a limit in quota
+/// mode, `quotaModeEnabled: true` and `quotaModeViolations`, the indices of the descriptors whose
+/// quota-mode limit is over (for Envoy to route on, or log). `None` otherwise.
+fn quota_metadata(slots: &[Slot], limits: &[Merged<'_>]) -> Option<PbStruct> {
+    let mut enabled = false;
+    let mut violations = Vec::new();
+    for (index, slot) in slots.iter().enumerate() {
+        let Slot::Limit(at) = *slot else { continue };
+        let limit = &limits[at];
+        if limit.matched.quota_mode {
+            enabled = true;
+            if limit.is_over() {
+                violations.push(PbValue {
+                    // Indices are small: exact in an f64.
+                    kind: Some(Kind::NumberValue(index as f64)),
+                });
+            }
+        }
+    }
+    enabled.then(|| PbStruct {
+        fields: [
+            (
+                "quotaModeEnabled".to_string(),
+                PbValue {
+                    kind: Some(Kind::BoolValue(true)),
+                },
+            ),
+            (
+                "quotaModeViolations".to_string(),
+                PbValue {
+                    kind: Some(Kind::ListValue(ListValue { values: violations })),
+                },
+            ),
+        ]
+        .into_iter()
+        .collect(),
+    })
 }
 
 fn pb_unit(unit: Unit) -> PbUnit {

@@ -11,6 +11,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_li
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use envoy_types::pb::google::protobuf::UInt64Value;
+use envoy_types::pb::google::protobuf::value::Kind;
 use ratelimit_core::{Limiter, MemoryStore};
 use ratelimit_examples::descriptors::Config;
 use ratelimit_examples::rls::RateLimitServer;
@@ -223,12 +224,15 @@ async fn shadow_mode_unlimited_and_unknown_descriptors_never_limit() {
         )
         .await;
         assert_eq!(r.overall_code, Code::Ok as i32, "call {call}");
-        // The shadow descriptor reports what it would do.
-        let expected = if call == 0 { Code::Ok } else { Code::OverLimit };
-        assert_eq!(r.statuses[0].code, expected as i32, "call {call}");
+        // The shadow descriptor is OK even over its limit (as envoyproxy/ratelimit reports
+        // it: Envoy reads the statuses too), with nothing remaining once over.
+        assert_eq!(r.statuses[0].code, Code::Ok as i32, "call {call}");
+        assert_eq!(r.statuses[0].limit_remaining, 0, "call {call}");
+        assert!(r.statuses[0].current_limit.is_some(), "call {call}");
         assert_eq!(r.statuses[1].code, Code::Ok as i32);
         assert_eq!(r.statuses[2].code, Code::Ok as i32);
         assert!(r.statuses[2].current_limit.is_none());
+        assert!(r.dynamic_metadata.is_none(), "no quota mode, no metadata");
     }
     let unknown = client
         .should_rate_limit(RateLimitRequest {
@@ -292,4 +296,260 @@ async fn requests_reach_the_anomaly_monitor() {
     assert_eq!((stats.requests, stats.limited), (12, 2));
     let clients = stats.dimension(ratelimit_anomaly::Dimension::Client);
     assert_eq!(clients.heavy[0].key, "10.7.7.7");
+}
+
+/// envoyproxy/ratelimit's configuration features, each over gRPC.
+const FEATURES: &str = r#"
+domain: edge
+descriptors:
+  - key: path
+    value: /api/*/orders/*
+    rate_limit: { unit: HOUR, requests_per_unit: 2 }
+  - key: path
+    value: /api/admin/orders/x
+    rate_limit: { unit: Hour, requests_per_unit: 5 }
+  - key: remote_address
+    value: 50.0.0.5
+    rate_limit: { unit: second, requests_per_unit: 0 }
+  - key: remote_address
+    rate_limit: { unit: hour, requests_per_unit: 3 }
+  - key: category
+    value: read
+    rate_limit: { name: read, unit: hour, requests_per_unit: 1 }
+  - key: endpoint
+    value: /books
+    rate_limit:
+      name: books
+      unit: hour
+      requests_per_unit: 4
+      replaces: [{ name: read }]
+  - key: soft
+    quota_mode: true
+    rate_limit: { unit: hour, requests_per_unit: 1 }
+"#;
+
+fn remaining(r: &RateLimitResponse, at: usize) -> (i32, u32) {
+    (r.statuses[at].code, r.statuses[at].limit_remaining)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcards_match_anywhere_and_exact_values_win() {
+    let (mut client, _) = serve(FEATURES).await;
+    let path = |p: &str| descriptor(&[("path", p)]);
+    // Each value the wildcard matches has a bucket of its own, of 2.
+    for value in ["/api/1/orders/9", "/api/2/orders/"] {
+        let r = ask(&mut client, vec![path(value)], 0).await;
+        assert_eq!(remaining(&r, 0), (Code::Ok as i32, 1), "{value}");
+        let limit = r.statuses[0].current_limit.as_ref().unwrap();
+        assert_eq!(
+            (limit.requests_per_unit, limit.unit),
+            (2, Unit::Hour as i32)
+        );
+    }
+    // The exact value beats the wildcard it also matches.
+    let r = ask(&mut client, vec![path("/api/admin/orders/x")], 0).await;
+    assert_eq!(remaining(&r, 0), (Code::Ok as i32, 4));
+    // Not matched: no limit.
+    let r = ask(&mut client, vec![path("/api/1/order/9")], 0).await;
+    assert!(r.statuses[0].current_limit.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_requests_per_unit_refuses_everything_and_debits_nothing_else() {
+    let (mut client, _) = serve(FEATURES).await;
+    for _ in 0..3 {
+        let r = ask(
+            &mut client,
+            vec![
+                descriptor(&[("remote_address", "50.0.0.5")]),
+                descriptor(&[("path", "/api/z/orders/z")]),
+            ],
+            0,
+        )
+        .await;
+        assert_eq!(r.overall_code, Code::OverLimit as i32);
+        assert_eq!(remaining(&r, 0), (Code::OverLimit as i32, 0));
+        let reset = r.statuses[0].duration_until_reset.unwrap();
+        assert!(reset.seconds <= 1 && (reset.seconds, reset.nanos) > (0, 0));
+    }
+    // All or nothing: the wildcard's bucket was never debited.
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("path", "/api/z/orders/z")])],
+        0,
+    )
+    .await;
+    assert_eq!(remaining(&r, 0), (Code::Ok as i32, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_limit_is_neither_checked_nor_debited() {
+    let (mut client, _) = serve(FEATURES).await;
+    let both = || {
+        vec![
+            descriptor(&[("category", "read")]),
+            descriptor(&[("endpoint", "/books")]),
+        ]
+    };
+    for left in (0..4).rev() {
+        let r = ask(&mut client, both(), 0).await;
+        assert_eq!(r.overall_code, Code::Ok as i32, "{left} left");
+        // The replaced descriptor reports no limit; the replacing one counts down.
+        assert!(r.statuses[0].current_limit.is_none());
+        assert_eq!(remaining(&r, 1), (Code::Ok as i32, left));
+        assert_eq!(r.statuses[1].current_limit.as_ref().unwrap().name, "books");
+    }
+    let r = ask(&mut client, both(), 0).await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // Alone, `read` applies, and its bucket is untouched by the four requests above.
+    let r = ask(&mut client, vec![descriptor(&[("category", "read")])], 0).await;
+    assert_eq!(remaining(&r, 0), (Code::Ok as i32, 0));
+    assert_eq!(r.statuses[0].current_limit.as_ref().unwrap().name, "read");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_mode_reports_but_never_limits() {
+    let (mut client, _) = serve(FEATURES).await;
+    for call in 0..3 {
+        let r = ask(&mut client, vec![descriptor(&[("soft", "s")])], 0).await;
+        assert_eq!(r.overall_code, Code::Ok as i32, "call {call}");
+        // One an hour: nothing left after the first, over it after that, and OK throughout.
+        assert_eq!(remaining(&r, 0), (Code::Ok as i32, 0), "call {call}");
+        // envoyproxy/ratelimit's metadata: quota mode on, and this descriptor (index 0) over
+        // its quota from the second call on.
+        let metadata = r.dynamic_metadata.as_ref().unwrap();
+        let violations: Vec<f64> = match &metadata.fields["quotaModeViolations"].kind {
+            Some(Kind::ListValue(list)) => list
+                .values
+                .iter()
+                .map(|v| match v.kind {
+                    Some(Kind::NumberValue(n)) => n,
+                    _ => panic!("{v:?}"),
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        };
+        let expected: &[f64] = if call == 0 { &[] } else { &[0.0] };
+        assert_eq!(violations, expected, "call {call}");
+        assert_eq!(
+            metadata.fields["quotaModeEnabled"].kind,
+            Some(Kind::BoolValue(true))
+        );
+        assert!(r.statuses[0].current_limit.is_some());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_descriptor_hits_addend_of_zero_only_checks() {
+    let (mut client, _) = serve(FEATURES).await;
+    let check = || {
+        let mut d = descriptor(&[("remote_address", "10.9.0.1")]);
+        d.hits_addend = Some(UInt64Value { value: 0 });
+        d
+    };
+    for _ in 0..5 {
+        let r = ask(&mut client, vec![check()], 0).await;
+        // What is left now: all three.
+        assert_eq!(remaining(&r, 0), (Code::Ok as i32, 3));
+        assert_eq!(r.overall_code, Code::Ok as i32);
+    }
+    // Five checks took nothing: three requests are still admitted.
+    for left in (0..3).rev() {
+        let r = ask(
+            &mut client,
+            vec![descriptor(&[("remote_address", "10.9.0.1")])],
+            0,
+        )
+        .await;
+        assert_eq!(remaining(&r, 0), (Code::Ok as i32, left));
+    }
+    // A check of a full bucket is over the limit, and denies the request with it; the other
+    // descriptor's bucket is not debited.
+    let r = ask(
+        &mut client,
+        vec![check(), descriptor(&[("path", "/api/c/orders/c")])],
+        0,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(r.statuses[0].code, Code::OverLimit as i32);
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("path", "/api/c/orders/c")])],
+        0,
+    )
+    .await;
+    assert_eq!(remaining(&r, 0), (Code::Ok as i32, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_limit_applies_where_no_rule_matches_in_its_own_bucket() {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
+    let (mut client, _) = serve(FEATURES).await;
+    let own = |entries: &[(&str, &str)]| {
+        let mut d = descriptor(entries);
+        d.limit = Some(RateLimitOverride {
+            requests_per_unit: 2,
+            unit: Unit::Minute as i32,
+        });
+        d
+    };
+    // No rule for `user`: the request's own limit applies.
+    for left in [1, 0] {
+        let r = ask(&mut client, vec![own(&[("user", "u1")])], 0).await;
+        assert_eq!(remaining(&r, 0), (Code::Ok as i32, left));
+        let limit = r.statuses[0].current_limit.as_ref().unwrap();
+        assert_eq!(
+            (limit.requests_per_unit, limit.unit),
+            (2, Unit::Minute as i32)
+        );
+    }
+    let r = ask(&mut client, vec![own(&[("user", "u1")])], 0).await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    // Where a rule matches, the override replaces it, in a bucket of its own: the rule's
+    // bucket (3 an hour) is untouched.
+    let r = ask(&mut client, vec![own(&[("remote_address", "10.9.0.2")])], 0).await;
+    assert_eq!(remaining(&r, 0), (Code::Ok as i32, 1));
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.9.0.2")])],
+        0,
+    )
+    .await;
+    assert_eq!(remaining(&r, 0), (Code::Ok as i32, 2));
+    // In a domain nobody configured, nothing applies, as in envoyproxy/ratelimit.
+    let r = client
+        .should_rate_limit(RateLimitRequest {
+            domain: "nobody".into(),
+            descriptors: vec![own(&[("user", "u1")])],
+            hits_addend: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.overall_code, Code::Ok as i32);
+    assert!(r.statuses[0].current_limit.is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cost_above_the_whole_limit_still_says_when_it_resets() {
+    let (mut client, _) = serve(FEATURES).await;
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.9.0.3")])],
+        1,
+    )
+    .await;
+    assert_eq!(remaining(&r, 0), (Code::Ok as i32, 2));
+    let r = ask(
+        &mut client,
+        vec![descriptor(&[("remote_address", "10.9.0.3")])],
+        4,
+    )
+    .await;
+    assert_eq!(r.overall_code, Code::OverLimit as i32);
+    assert_eq!(remaining(&r, 0), (Code::OverLimit as i32, 0));
+    let reset = r.statuses[0].duration_until_reset.unwrap();
+    // One of three an hour is in use: full again within 20 minutes, and not at once.
+    assert!(reset.seconds > 1100 && reset.seconds < 1200, "{reset:?}");
 }

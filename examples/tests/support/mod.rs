@@ -150,10 +150,17 @@ impl Service {
     /// Starts the binary with `args` (plus its ports); `None` when it exits first (say, because
     /// it refused its configuration), with what it wrote on stderr.
     pub async fn start(args: &[&str]) -> Result<Service, String> {
+        Service::start_with_env(args, &[]).await
+    }
+
+    /// [`start`](Self::start) with these environment variables set for the process (say,
+    /// `MERGE_DOMAIN_CONFIG`), on top of the test's own.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Service, String> {
         let (grpc, http) = (free_port(), free_port());
         let mut process = Process(
             Command::new(env!("CARGO_BIN_EXE_ratelimit-service"))
                 .args(args)
+                .envs(env.iter().copied())
                 .args(["--grpc", &format!("127.0.0.1:{grpc}")])
                 .args(["--http", &format!("127.0.0.1:{http}")])
                 .stdout(Stdio::null())
