@@ -316,7 +316,8 @@ fn a_hammered_key_never_admits_more_than_its_bound() {
                 // What this request costs the victim's bucket if it is admitted.
                 let mut cost: u64 = 0;
                 for (i, hits) in repeats.iter().enumerate() {
-                    cost = cost.saturating_add(hits.unwrap_or(u64::from(request_hits)).max(1));
+                    // A descriptor's own 0 only checks; the request's 0 means 1.
+                    cost = cost.saturating_add(hits.unwrap_or(u64::from(request_hits.max(1))));
                     let at = (i * 7) % (descriptors.len() + 1);
                     descriptors.insert(
                         at,
