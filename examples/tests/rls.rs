@@ -2,10 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
@@ -15,7 +13,11 @@ use envoy_types::pb::google::protobuf::value::Kind;
 use ratelimit_core::{Limiter, MemoryStore};
 use ratelimit_examples::descriptors::Config;
 use ratelimit_examples::rls::RateLimitServer;
+use support::descriptor;
 use tonic::transport::Channel;
+
+mod common;
+mod support;
 
 const CONFIG: &str = r#"
 domain: edge
@@ -36,6 +38,7 @@ descriptors:
     rate_limit: { unlimited: true }
 "#;
 
+/// The service in this process, with the handle that swaps its configuration.
 async fn serve(
     config: &str,
 ) -> (
@@ -47,57 +50,18 @@ async fn serve(
         Arc::new(Limiter::new(MemoryStore::new())),
     );
     let handle = server.config_handle();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let address = format!("127.0.0.1:{port}");
-    let service = server.into_service();
-    let listen = address.parse().unwrap();
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .add_service(service)
-            .serve(listen)
-            .await
-            .unwrap();
-    });
-    for _ in 0..100 {
-        if let Ok(client) = RateLimitServiceClient::connect(format!("http://{address}")).await {
-            return (client, handle);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the service did not start");
+    (support::serve_server(server).await, handle)
 }
 
-fn descriptor(entries: &[(&str, &str)]) -> RateLimitDescriptor {
-    RateLimitDescriptor {
-        entries: entries
-            .iter()
-            .map(|(k, v)| Entry {
-                key: k.to_string(),
-                value: v.to_string(),
-            })
-            .collect(),
-        ..RateLimitDescriptor::default()
-    }
-}
-
+/// `ShouldRateLimit` in the domain `edge`, which every test's configuration names.
 async fn ask(
     client: &mut RateLimitServiceClient<Channel>,
     descriptors: Vec<RateLimitDescriptor>,
     hits_addend: u32,
 ) -> RateLimitResponse {
-    client
-        .should_rate_limit(RateLimitRequest {
-            domain: "edge".into(),
-            descriptors,
-            hits_addend,
-        })
+    support::ask(client, "edge", descriptors, hits_addend)
         .await
         .unwrap()
-        .into_inner()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
