@@ -64,44 +64,34 @@ impl Metrics {
     /// The counters in Prometheus' text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP ratelimit_service_requests_total ShouldRateLimit calls by answer."
+        let requests = "ratelimit_service_requests_total";
+        header(
+            &mut out,
+            requests,
+            "counter",
+            "ShouldRateLimit calls by answer.",
         );
-        let _ = writeln!(out, "# TYPE ratelimit_service_requests_total counter");
         for (code, counter) in [
             ("ok", &self.ok),
             ("over_limit", &self.over_limit),
             ("error", &self.errors),
         ] {
-            let _ = writeln!(
-                out,
-                "ratelimit_service_requests_total{{code=\"{code}\"}} {}",
-                counter.load(Ordering::Relaxed)
-            );
+            let value = counter.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{requests}{{code=\"{code}\"}} {value}");
         }
-        let _ = writeln!(
-            out,
-            "# HELP ratelimit_service_shadow_over_limit_total Descriptors in shadow mode that were over their limit."
+        sample(
+            &mut out,
+            "ratelimit_service_shadow_over_limit_total",
+            "counter",
+            "Descriptors in shadow mode that were over their limit.",
+            self.shadow_over_limit.load(Ordering::Relaxed),
         );
-        let _ = writeln!(
-            out,
-            "# TYPE ratelimit_service_shadow_over_limit_total counter"
-        );
-        let _ = writeln!(
-            out,
-            "ratelimit_service_shadow_over_limit_total {}",
-            self.shadow_over_limit.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP ratelimit_service_refused_total Store calls the limiter refused as invalid, answered OVER_LIMIT."
-        );
-        let _ = writeln!(out, "# TYPE ratelimit_service_refused_total counter");
-        let _ = writeln!(
-            out,
-            "ratelimit_service_refused_total {}",
-            self.refused.load(Ordering::Relaxed)
+        sample(
+            &mut out,
+            "ratelimit_service_refused_total",
+            "counter",
+            "Store calls the limiter refused as invalid, answered OVER_LIMIT.",
+            self.refused.load(Ordering::Relaxed),
         );
         out
     }
@@ -110,18 +100,27 @@ impl Metrics {
     /// fails and the failure policy decides).
     pub fn render_with_store(&self, store_healthy: bool) -> String {
         let mut out = self.render();
-        let _ = writeln!(
-            out,
-            "# HELP ratelimit_service_store_healthy Whether the last store call succeeded (0: the failure policy decides)."
-        );
-        let _ = writeln!(out, "# TYPE ratelimit_service_store_healthy gauge");
-        let _ = writeln!(
-            out,
-            "ratelimit_service_store_healthy {}",
-            u8::from(store_healthy)
+        sample(
+            &mut out,
+            "ratelimit_service_store_healthy",
+            "gauge",
+            "Whether the last store call succeeded (0: the failure policy decides).",
+            u64::from(store_healthy),
         );
         out
     }
+}
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// A metric of one unlabelled sample.
+fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
 }
 
 impl RateLimitServer {
