@@ -17,10 +17,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use http_body_util::BodyExt;
 use ratelimit_core::{Limiter, MemoryStore};
-use ratelimit_examples::descriptors::Config;
+use ratelimit_examples::envoy::config::Config;
+use ratelimit_examples::envoy::service::RateLimitServer;
 use ratelimit_examples::gateway::{GatewayConfig, start};
 use ratelimit_examples::proxy::{HttpClient, client};
-use ratelimit_examples::rls::RateLimitServer;
 use ratelimit_examples::{egress, mesh};
 
 /// Time for `tasks` tasks to make `iters` calls between them.

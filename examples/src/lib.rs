@@ -2,7 +2,7 @@
 //! share.
 //!
 //! ```
-//! use ratelimit_examples::descriptors::{Config, Entry};
+//! use ratelimit_examples::envoy::config::{Config, Entry};
 //!
 //! let config = Config::parse("inline.yaml", r#"
 //! domain: edge
@@ -12,14 +12,12 @@
 //! "#)?;
 //! let limit = config.limit_for("edge", &[Entry::new("remote_address", "10.0.0.1")]).unwrap();
 //! assert_eq!(limit.rate_limit.requests_per_unit, 10);
-//! # Ok::<(), ratelimit_examples::descriptors::ConfigError>(())
+//! # Ok::<(), ratelimit_examples::envoy::config::ConfigError>(())
 //! ```
 
-pub mod descriptors;
 pub mod egress;
+pub mod envoy;
 pub mod gateway;
 pub mod loadgen;
 pub mod mesh;
 pub mod proxy;
-pub mod reload;
-pub mod rls;

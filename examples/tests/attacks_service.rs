@@ -12,8 +12,8 @@ use std::sync::Arc;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::google::protobuf::UInt64Value;
 use ratelimit_core::{Limiter, MemoryStore};
-use ratelimit_examples::descriptors::{Config, ConfigError};
-use ratelimit_examples::rls::RateLimitServer;
+use ratelimit_examples::envoy::config::{Config, ConfigError};
+use ratelimit_examples::envoy::service::RateLimitServer;
 use support::{Service, ask, descriptor, eventually, private_redis, serve, temp_dir, unique};
 
 const OK: i32 = Code::Ok as i32;

@@ -18,7 +18,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::R
 use envoy_types::pb::google::protobuf::UInt64Value;
 use proptest::prelude::*;
 use ratelimit_core::{Limiter, MemoryStore, Policy};
-use ratelimit_examples::descriptors::{Config, ConfigError};
+use ratelimit_examples::envoy::config::{Config, ConfigError};
 use tonic::transport::Channel;
 
 const VALID: &str = r#"domain: edge

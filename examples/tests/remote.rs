@@ -8,11 +8,11 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use ratelimit_core::{Limiter, MemoryStore};
-use ratelimit_examples::descriptors::Config;
+use ratelimit_examples::envoy::config::Config;
+use ratelimit_examples::envoy::service::RateLimitServer;
 use ratelimit_examples::gateway::{GatewayConfig, start};
 use ratelimit_examples::mesh::{MeshLimits, start as start_mesh};
 use ratelimit_examples::proxy::client;
-use ratelimit_examples::rls::RateLimitServer;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_gateway_follows_the_rate_limit_service() {

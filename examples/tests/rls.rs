@@ -11,8 +11,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use envoy_types::pb::google::protobuf::UInt64Value;
 use envoy_types::pb::google::protobuf::value::Kind;
 use ratelimit_core::{Limiter, MemoryStore};
-use ratelimit_examples::descriptors::Config;
-use ratelimit_examples::rls::RateLimitServer;
+use ratelimit_examples::envoy::config::Config;
+use ratelimit_examples::envoy::service::RateLimitServer;
 use support::descriptor;
 use tonic::transport::Channel;
 

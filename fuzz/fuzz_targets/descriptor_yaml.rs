@@ -6,6 +6,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(data) {
-        let _ = ratelimit_examples::descriptors::Config::parse("fuzz.yaml", text);
+        let _ = ratelimit_examples::envoy::config::Config::parse("fuzz.yaml", text);
     }
 });

@@ -8,8 +8,8 @@ use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use ratelimit_core::{Limiter, MemoryStore};
-use ratelimit_examples::descriptors::Config;
-use ratelimit_examples::rls::RateLimitServer;
+use ratelimit_examples::envoy::config::Config;
+use ratelimit_examples::envoy::service::RateLimitServer;
 
 const CONFIG: &str = "domain: edge
 descriptors:

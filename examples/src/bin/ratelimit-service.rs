@@ -31,9 +31,10 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use ratelimit_anomaly::tower::{AnomalyTask, spawn};
 use ratelimit_anomaly::{Action, Actuator, Controller, ControllerConfig, Monitor};
 use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Store};
-use ratelimit_examples::descriptors::Config;
-use ratelimit_examples::reload::Reloader;
-use ratelimit_examples::rls::{Metrics, RateLimitServer};
+use ratelimit_examples::envoy::config::Config;
+use ratelimit_examples::envoy::metrics::Metrics;
+use ratelimit_examples::envoy::reload::Reloader;
+use ratelimit_examples::envoy::service::RateLimitServer;
 
 /// Envoy's rate limit service, on ratelimit.
 #[derive(Parser)]

@@ -18,8 +18,8 @@ use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descri
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimitResponse};
 use ratelimit_core::Limiter;
-use ratelimit_examples::descriptors::Config;
-use ratelimit_examples::rls::RateLimitServer;
+use ratelimit_examples::envoy::config::Config;
+use ratelimit_examples::envoy::service::RateLimitServer;
 use tonic::transport::Channel;
 
 use crate::common::{Process, free_port};

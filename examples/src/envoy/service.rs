@@ -2,7 +2,7 @@
 //! ratelimit [`Limiter`], for Envoy, Istio or any Envoy-based gateway.
 //!
 //! A request names a domain and carries descriptors; each descriptor that the configuration gives
-//! a limit (see [`descriptors`](crate::descriptors)) is one limit of the request, counted in a
+//! a limit (see [`config`](crate::envoy::config)) is one limit of the request, counted in a
 //! bucket of its own per distinct descriptor value. All enforced limits of a request are decided
 //! in one all-or-nothing call: an over-limit answer debits nothing anywhere (for more than
 //! [`MAX_LIMITS`] distinct limits, see [`RateLimitServer::decide`]). Descriptors in shadow or
@@ -16,9 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
@@ -39,7 +37,8 @@ use parking_lot::RwLock;
 use ratelimit_core::{BucketKey, Decision, Limit, Limiter, MAX_LIMITS, Policy};
 use tonic::{Request, Response, Status};
 
-use crate::descriptors::{Config, ConfigError, Entry, Matched, RateLimit, Unit};
+use super::config::{Config, ConfigError, Entry, Matched, RateLimit, Unit};
+use super::metrics::Metrics;
 
 /// The rate limit service: a configuration (replaceable while serving) and a limiter.
 pub struct RateLimitServer {
@@ -47,80 +46,6 @@ pub struct RateLimitServer {
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
     monitor: Option<Arc<ratelimit_anomaly::Monitor>>,
-}
-
-/// What the service has answered, for `/metrics`.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    // Relaxed: independent counters, read for display only.
-    ok: AtomicU64,
-    over_limit: AtomicU64,
-    shadow_over_limit: AtomicU64,
-    errors: AtomicU64,
-    refused: AtomicU64,
-}
-
-impl Metrics {
-    /// The counters in Prometheus' text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let requests = "ratelimit_service_requests_total";
-        header(
-            &mut out,
-            requests,
-            "counter",
-            "ShouldRateLimit calls by answer.",
-        );
-        for (code, counter) in [
-            ("ok", &self.ok),
-            ("over_limit", &self.over_limit),
-            ("error", &self.errors),
-        ] {
-            let value = counter.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{requests}{{code=\"{code}\"}} {value}");
-        }
-        sample(
-            &mut out,
-            "ratelimit_service_shadow_over_limit_total",
-            "counter",
-            "Descriptors in shadow mode that were over their limit.",
-            self.shadow_over_limit.load(Ordering::Relaxed),
-        );
-        sample(
-            &mut out,
-            "ratelimit_service_refused_total",
-            "counter",
-            "Store calls the limiter refused as invalid, answered OVER_LIMIT.",
-            self.refused.load(Ordering::Relaxed),
-        );
-        out
-    }
-
-    /// [`render`](Self::render) and the store's health as a gauge (1 healthy, 0 while the store
-    /// fails and the failure policy decides).
-    pub fn render_with_store(&self, store_healthy: bool) -> String {
-        let mut out = self.render();
-        sample(
-            &mut out,
-            "ratelimit_service_store_healthy",
-            "gauge",
-            "Whether the last store call succeeded (0: the failure policy decides).",
-            u64::from(store_healthy),
-        );
-        out
-    }
-}
-
-/// A metric's `# HELP` and `# TYPE` lines.
-fn header(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
-}
-
-/// A metric of one unlabelled sample.
-fn sample(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
-    header(out, name, kind, help);
-    let _ = writeln!(out, "{name} {value}");
 }
 
 impl RateLimitServer {
@@ -330,19 +255,12 @@ impl RateLimitServer {
         }
         for limit in limits.iter().filter(|l| l.is_soft()) {
             if limit.is_over() {
-                self.metrics
-                    .shadow_over_limit
-                    .fetch_add(1, Ordering::Relaxed);
+                self.metrics.shadow_over_limit();
                 tracing::info!(descriptor = %limit.matched.field, "over limit in shadow or quota mode");
             }
         }
 
-        let counter = if over {
-            &self.metrics.over_limit
-        } else {
-            &self.metrics.ok
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.metrics.answered(over);
         if let Some(monitor) = &self.monitor {
             let client = request
                 .descriptors
@@ -425,7 +343,7 @@ impl RateLimitServer {
             Err(error) => {
                 // An invalid request reached the limiter after all: over limit (fail closed),
                 // never an error status that Envoy would admit.
-                self.metrics.refused.fetch_add(1, Ordering::Relaxed);
+                self.metrics.refused();
                 tracing::warn!(%error, "an invalid request reached the limiter; answered OVER_LIMIT");
                 for &i in chunk {
                     limits[i].never = true;
@@ -671,7 +589,7 @@ impl RateLimitService for RateLimitServer {
     ) -> Result<Response<RateLimitResponse>, Status> {
         let answer = self.decide(request.get_ref()).await;
         if answer.is_err() {
-            self.metrics.errors.fetch_add(1, Ordering::Relaxed);
+            self.metrics.error();
         }
         answer.map(Response::new)
     }

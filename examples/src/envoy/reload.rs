@@ -24,7 +24,7 @@ use parking_lot::RwLock;
 use ratelimit_core::Store;
 use thiserror::Error;
 
-use crate::descriptors::{Config, ConfigError};
+use crate::envoy::config::{Config, ConfigError};
 
 /// Why a watcher cannot start.
 #[derive(Debug, Error)]
@@ -214,7 +214,7 @@ pub fn watch(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::descriptors::Entry;
+    use crate::envoy::config::Entry;
 
     fn limit(config: &RwLock<Arc<Config>>) -> Option<u32> {
         config

@@ -24,7 +24,7 @@
 //! Invalid files are refused with the file, line, column and field at fault, and a service keeps
 //! the configuration it had (see [`Config::load`]).
 
-pub mod matcher;
+use super::matcher;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -137,6 +137,19 @@ impl Unit {
                 ));
             }
         })
+    }
+
+    /// The unit's name as Envoy's API spells it (`SECOND`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Second => "SECOND",
+            Unit::Minute => "MINUTE",
+            Unit::Hour => "HOUR",
+            Unit::Day => "DAY",
+            Unit::Week => "WEEK",
+            Unit::Month => "MONTH",
+            Unit::Year => "YEAR",
+        }
     }
 
     /// The unit's length.
@@ -455,6 +468,16 @@ impl Config {
     /// directory, in name order, with their names. Symbolic links are followed (a Kubernetes
     /// ConfigMap volume is links into a directory that is swapped whole).
     pub fn read(path: &Path) -> Result<Vec<(PathBuf, String)>, ConfigError> {
+        Config::read_with(path, false)
+    }
+
+    /// [`read`](Self::read), leaving out files whose names start with a dot when
+    /// `ignore_dotfiles` is set (envoyproxy/ratelimit's `RUNTIME_IGNOREDOTFILES`: editors'
+    /// swap files, `.git`).
+    pub fn read_with(
+        path: &Path,
+        ignore_dotfiles: bool,
+    ) -> Result<Vec<(PathBuf, String)>, ConfigError> {
         let io = |source| ConfigError::Io {
             file: path.to_owned(),
             source,
@@ -463,10 +486,15 @@ impl Config {
         if path.is_dir() {
             for entry in std::fs::read_dir(path).map_err(io)? {
                 let file = entry.map_err(io)?.path();
+                let dotted = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with('.'));
                 if matches!(
                     file.extension().and_then(|e| e.to_str()),
                     Some("yaml" | "yml")
-                ) {
+                ) && !(ignore_dotfiles && dotted)
+                {
                     files.push(file);
                 }
             }
@@ -553,6 +581,56 @@ impl Config {
             walk(store, file, node, &format!("descriptors[{index}]"))?;
         }
         Ok(())
+    }
+
+    /// Every limit of the configuration, one line per descriptor path that has one, in
+    /// envoyproxy/ratelimit's `/rlconfig` form (`domain.key_value.key2: unit=SECOND
+    /// requests_per_unit=10, shadow_mode: false`), domains and paths in order. What
+    /// `ratelimit-service check` prints and the debug port's `/rlconfig` serves.
+    pub fn dump(&self) -> String {
+        fn walk(out: &mut String, path: &str, nodes: &[Descriptor]) {
+            for node in nodes {
+                let path = match value_of(node) {
+                    Some(value) => format!("{path}.{}_{value}", node.key),
+                    None => format!("{path}.{}", node.key),
+                };
+                if let Some(limit) = &node.rate_limit {
+                    let _ = write!(out, "{path}: ");
+                    if limit.unlimited {
+                        out.push_str("unlimited");
+                    } else {
+                        let _ = write!(
+                            out,
+                            "unit={} requests_per_unit={}",
+                            limit.unit.name(),
+                            limit.requests_per_unit
+                        );
+                    }
+                    let _ = write!(out, ", shadow_mode: {}", node.shadow_mode);
+                    if node.quota_mode {
+                        out.push_str(", quota_mode: true");
+                    }
+                    if node.share_threshold {
+                        out.push_str(", share_threshold: true");
+                    }
+                    if let Some(name) = &limit.name {
+                        let _ = write!(out, ", name: {name}");
+                    }
+                    if !limit.replaces.is_empty() {
+                        let _ = write!(out, ", replaces: [{}]", limit.replaces.join(", "));
+                    }
+                    out.push('\n');
+                }
+                walk(out, &path, &node.descriptors);
+            }
+        }
+        let mut names: Vec<&String> = self.domains.keys().collect();
+        names.sort();
+        let mut out = String::new();
+        for name in names {
+            walk(&mut out, name, &self.domains[name].descriptors);
+        }
+        out
     }
 
     /// The domains configured.
@@ -1058,7 +1136,7 @@ descriptors:
     fn the_shipped_configuration_loads_with_its_features() {
         let config = Config::parse(
             "examples/config/ratelimit.yaml",
-            include_str!("../config/ratelimit.yaml"),
+            include_str!("../../config/ratelimit.yaml"),
         )
         .unwrap();
         let edge = |entries: &[(&str, &str)]| {
