@@ -52,6 +52,8 @@ async fn three_services_over_one_redis_keep_one_global_limit() {
                 &format!("127.0.0.1:{grpc}"),
                 "--http",
                 &format!("127.0.0.1:{http}"),
+                "--debug",
+                &format!("127.0.0.1:{}", free_port()),
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -19,6 +19,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::RateLimitOverride;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::rate_limit::Unit as PbUnit;
@@ -39,13 +40,22 @@ use tonic::{Request, Response, Status};
 
 use super::config::{Config, ConfigError, Entry, Matched, RateLimit, Unit};
 use super::metrics::Metrics;
+use super::settings::HeaderNames;
 
 /// The rate limit service: a configuration (replaceable while serving) and a limiter.
 pub struct RateLimitServer {
     config: Arc<RwLock<Arc<Config>>>,
     limiter: Arc<Limiter>,
+    /// Where limits per second are counted, if not in `limiter` (`REDIS_PERSECOND`).
+    per_second: Option<Arc<Limiter>>,
     metrics: Arc<Metrics>,
     monitor: Option<Arc<ratelimit_anomaly::Monitor>>,
+    /// `SHADOW_MODE`: decided as usual, never answered `OVER_LIMIT` overall.
+    shadow_all: bool,
+    /// `QUOTA_MODE`: every configured limit in quota mode.
+    quota_all: bool,
+    /// `LIMIT_RESPONSE_HEADERS_ENABLED`: the rate limit headers' names.
+    headers: Option<HeaderNames>,
 }
 
 impl RateLimitServer {
@@ -62,9 +72,47 @@ impl RateLimitServer {
         RateLimitServer {
             config: Arc::new(RwLock::new(Arc::new(config))),
             limiter,
+            per_second: None,
             metrics: Arc::new(Metrics::default()),
             monitor: None,
+            shadow_all: false,
+            quota_all: false,
+            headers: None,
         }
+    }
+
+    /// Counts the limits whose unit is a second in `limiter` instead (envoyproxy/ratelimit's
+    /// `REDIS_PERSECOND`: a second Redis for the hottest keys). A request with limits in both
+    /// is peeked in both before either is debited, so a denial still debits nothing; only a
+    /// race between the peek and the debit can leave one store debited, which under-admits.
+    pub fn with_per_second(mut self, limiter: Arc<Limiter>) -> Self {
+        self.per_second = Some(limiter);
+        self
+    }
+
+    /// Global shadow mode (`SHADOW_MODE`): every request is decided and counted as usual, and
+    /// the overall answer is `OK` even when a limit is over, as in envoyproxy/ratelimit; the
+    /// descriptors' statuses still say which limit would have denied it.
+    pub fn with_global_shadow_mode(mut self, on: bool) -> Self {
+        self.shadow_all = on;
+        self
+    }
+
+    /// Global quota mode (`QUOTA_MODE`): every configured limit is in quota mode (counted,
+    /// listed in `quotaModeViolations`, never the reason for `OVER_LIMIT`). A request's own
+    /// limit override stays enforced.
+    pub fn with_global_quota_mode(mut self, on: bool) -> Self {
+        self.quota_all = on;
+        self
+    }
+
+    /// Adds the rate limit headers to every answer with a limit (`response_headers_to_add`),
+    /// as envoyproxy/ratelimit's `LIMIT_RESPONSE_HEADERS_ENABLED`: the limit, what remains and
+    /// the seconds until the bucket is full again, of the descriptor closest to its limit (an
+    /// over-limit one first).
+    pub fn with_response_headers(mut self, names: HeaderNames) -> Self {
+        self.headers = Some(names);
+        self
     }
 
     /// The same service recording every request into `monitor` for anomaly detection: the value
@@ -152,7 +200,12 @@ impl RateLimitServer {
                         Some(override_of(&request.domain, descriptor, own))
                     }
                     Some(_) => None,
-                    None => config.limit_for(&request.domain, &entries_of(descriptor)),
+                    None => config
+                        .limit_for(&request.domain, &entries_of(descriptor))
+                        .map(|mut m| {
+                            m.quota_mode |= self.quota_all;
+                            m
+                        }),
                 };
                 (matched, hits)
             })
@@ -220,11 +273,11 @@ impl RateLimitServer {
         let checks: Vec<usize> = (0..limits.len())
             .filter(|&i| !limits[i].is_soft() && !limits[i].never && limits[i].cost == 0)
             .collect();
-        for chunk in checks.chunks(MAX_LIMITS) {
+        for chunk in self.chunks(&limits, &checks) {
             if over {
                 break;
             }
-            over = !self.call(&mut limits, chunk, Call::Peek).await;
+            over = !self.call(&mut limits, &chunk, Call::Peek).await;
         }
         let enforced: Vec<usize> = (0..limits.len())
             .filter(|&i| !limits[i].is_soft() && !limits[i].never && limits[i].cost > 0)
@@ -239,10 +292,10 @@ impl RateLimitServer {
                 })
                 .collect();
             let call = if check_only { Call::Peek } else { Call::Shadow };
-            for chunk in soft.chunks(MAX_LIMITS) {
+            for chunk in self.chunks(&limits, &soft) {
                 // Shadow and quota-mode limits are counted, never enforced: each chunk is
                 // decided on its own.
-                self.call(&mut limits, chunk, call).await;
+                self.call(&mut limits, &chunk, call).await;
             }
         }
         // A limit over without a store decision (its cost exceeds it) still reports when its
@@ -250,8 +303,8 @@ impl RateLimitServer {
         let never: Vec<usize> = (0..limits.len())
             .filter(|&i| limits[i].never && limits[i].policy.is_some())
             .collect();
-        for chunk in never.chunks(MAX_LIMITS) {
-            self.call(&mut limits, chunk, Call::Peek).await;
+        for chunk in self.chunks(&limits, &never) {
+            self.call(&mut limits, &chunk, Call::Peek).await;
         }
         for limit in limits.iter().filter(|l| l.is_soft()) {
             if limit.is_over() {
@@ -277,14 +330,27 @@ impl RateLimitServer {
             });
         }
 
-        let statuses = slot_of
+        let statuses: Vec<DescriptorStatus> = slot_of
             .iter()
             .map(|slot| status_of(slot, &limits))
             .collect();
+        let response_headers_to_add = self
+            .headers
+            .as_ref()
+            .map(|names| rate_limit_headers(names, &statuses))
+            .unwrap_or_default();
+        if over && self.shadow_all {
+            tracing::info!(domain = %request.domain, "over limit in global shadow mode");
+        }
         Ok(RateLimitResponse {
-            overall_code: if over { Code::OverLimit } else { Code::Ok } as i32,
+            overall_code: if over && !self.shadow_all {
+                Code::OverLimit
+            } else {
+                Code::Ok
+            } as i32,
             statuses,
             dynamic_metadata: quota_metadata(&slot_of, &limits),
+            response_headers_to_add,
             ..RateLimitResponse::default()
         })
     }
@@ -298,21 +364,37 @@ impl RateLimitServer {
     /// with the earlier chunks debited. That can only under-admit: no limit is ever debited past
     /// its bound, and a debited chunk only leaves less for later requests.
     async fn enforce(&self, limits: &mut [Merged<'_>], at: &[usize]) -> bool {
-        if at.len() > MAX_LIMITS {
+        let chunks = self.chunks(limits, at);
+        if chunks.len() > 1 {
             let mut all = true;
-            for chunk in at.chunks(MAX_LIMITS) {
+            for chunk in &chunks {
                 all &= self.call(limits, chunk, Call::Peek).await;
             }
             if !all {
                 return false;
             }
         }
-        for chunk in at.chunks(MAX_LIMITS) {
+        for chunk in &chunks {
             if !self.call(limits, chunk, Call::Acquire).await {
                 return false;
             }
         }
         true
+    }
+
+    /// The limits `at` in groups that one store call decides: by store (the per-second one or
+    /// the main one), then at most [`MAX_LIMITS`] a call.
+    fn chunks(&self, limits: &[Merged<'_>], at: &[usize]) -> Vec<Vec<usize>> {
+        let (fast, main): (Vec<usize>, Vec<usize>) =
+            at.iter().partition(|&&i| self.is_per_second(&limits[i]));
+        [fast, main]
+            .iter()
+            .flat_map(|group| group.chunks(MAX_LIMITS).map(<[usize]>::to_vec))
+            .collect()
+    }
+
+    fn is_per_second(&self, limit: &Merged<'_>) -> bool {
+        self.per_second.is_some() && limit.matched.rate_limit.unit == Unit::Second
     }
 
     /// One store call for the limits `chunk` of `limits`, all-or-nothing; whether it admitted.
@@ -324,9 +406,14 @@ impl RateLimitServer {
                 .iter()
                 .filter_map(|&i| Some((i, limits[i].limit()?)))
                 .unzip();
+            // A chunk is of one store (see `chunks`).
+            let limiter = match (&self.per_second, chunk.first()) {
+                (Some(fast), Some(&i)) if self.is_per_second(&limits[i]) => fast,
+                _ => &self.limiter,
+            };
             let answer = match call {
-                Call::Peek => self.limiter.peek(&asked).await,
-                Call::Acquire | Call::Shadow => self.limiter.acquire(&asked).await,
+                Call::Peek => limiter.peek(&asked).await,
+                Call::Acquire | Call::Shadow => limiter.acquire(&asked).await,
             };
             (
                 asked_at,
@@ -560,6 +647,41 @@ fn quota_metadata(slots: &[Slot], limits: &[Merged<'_>]) -> Option<PbStruct> {
         .into_iter()
         .collect(),
     })
+}
+
+/// envoyproxy/ratelimit's rate limit headers: of the descriptor with a limit that has the least
+/// remaining (an over-limit one wins), its limit, what remains, and the whole seconds until its
+/// bucket is full again (rounded up: a client that waits that long finds it full).
+fn rate_limit_headers(names: &HeaderNames, statuses: &[DescriptorStatus]) -> Vec<HeaderValue> {
+    let mut closest: Option<&DescriptorStatus> = None;
+    for status in statuses.iter().filter(|s| s.current_limit.is_some()) {
+        let over = status.code == Code::OverLimit as i32;
+        if over || closest.is_none_or(|c| status.limit_remaining < c.limit_remaining) {
+            closest = Some(status);
+        }
+    }
+    let Some(status) = closest else {
+        return Vec::new();
+    };
+    let limit = status
+        .current_limit
+        .as_ref()
+        .map_or(0, |l| l.requests_per_unit);
+    let reset = status.duration_until_reset.as_ref().map_or(0, |d| {
+        d.seconds.max(0).saturating_add(i64::from(d.nanos > 0))
+    });
+    [
+        (&names.limit, limit.to_string()),
+        (&names.remaining, status.limit_remaining.to_string()),
+        (&names.reset, reset.to_string()),
+    ]
+    .into_iter()
+    .map(|(key, value)| HeaderValue {
+        key: key.clone(),
+        value,
+        ..HeaderValue::default()
+    })
+    .collect()
 }
 
 fn pb_unit(unit: Unit) -> PbUnit {

@@ -144,6 +144,8 @@ pub struct Service {
     pub grpc: u16,
     /// Its HTTP port.
     pub http: u16,
+    /// Its debug port.
+    pub debug: u16,
 }
 
 impl Service {
@@ -156,13 +158,14 @@ impl Service {
     /// [`start`](Self::start) with these environment variables set for the process (say,
     /// `MERGE_DOMAIN_CONFIG`), on top of the test's own.
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Service, String> {
-        let (grpc, http) = (free_port(), free_port());
+        let (grpc, http, debug) = (free_port(), free_port(), free_port());
         let mut process = Process(
             Command::new(env!("CARGO_BIN_EXE_ratelimit-service"))
                 .args(args)
                 .envs(env.iter().copied())
                 .args(["--grpc", &format!("127.0.0.1:{grpc}")])
                 .args(["--http", &format!("127.0.0.1:{http}")])
+                .args(["--debug", &format!("127.0.0.1:{debug}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::piped())
                 .spawn()
@@ -187,6 +190,7 @@ impl Service {
                     process,
                     grpc,
                     http,
+                    debug,
                 });
             }
             tokio::time::sleep(Duration::from_millis(25)).await;

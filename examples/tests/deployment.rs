@@ -1,0 +1,261 @@
+//! The service as an envoyproxy/ratelimit Deployment runs it: started from its environment
+//! variables and a `RUNTIME_ROOT/RUNTIME_SUBDIRECTORY/config/` directory alone, probed on
+//! `/healthcheck`, asked over gRPC and over `/json`, inspected on the debug port's `/rlconfig`;
+//! and `ratelimit-service check` as a config repository's CI runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
+use support::{PATIENCE, Service, ask, connect, descriptor, get, temp_dir, unique};
+
+use crate::common::{Process, free_port};
+
+const OK: i32 = Code::Ok as i32;
+const OVER: i32 = Code::OverLimit as i32;
+
+const CONFIG: &str = r#"
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: minute, requests_per_unit: 3 }
+  - key: path
+    value: /blocked
+    rate_limit: { unit: second, requests_per_unit: 0 }
+"#;
+
+/// `POST path` with `body` on loopback `port`: the status code and the body.
+async fn post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.ok()?;
+    let code = reply.split_whitespace().nth(1)?.parse().ok()?;
+    let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((code, body.to_string()))
+}
+
+/// Redis keys under `prefix`, on the shared Redis.
+fn redis_keys(prefix: &str) -> Vec<String> {
+    let out = Command::new("redis-cli")
+        .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}*")])
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Writes the configuration where a Deployment mounts it: `root/ratelimit/config/edge.yaml`.
+fn runtime_root(config: &str) -> std::path::PathBuf {
+    let root = temp_dir("runtime");
+    let dir = root.join("ratelimit").join("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("edge.yaml"), config).unwrap();
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_from_envoyproxy_ratelimit_environment_variables_alone() {
+    let root = runtime_root(CONFIG);
+    let (grpc, http, debug) = (free_port(), free_port(), free_port());
+    let prefix = format!("{}:", unique("deploy"));
+    // No flag at all: what envoyproxy/ratelimit's Deployment sets, and nothing else.
+    let _service = Process(
+        Command::new(env!("CARGO_BIN_EXE_ratelimit-service"))
+            .env("RUNTIME_ROOT", &root)
+            .env("RUNTIME_SUBDIRECTORY", "ratelimit")
+            .env("RUNTIME_WATCH_ROOT", "false")
+            .env("RUNTIME_IGNOREDOTFILES", "true")
+            .env("BACKEND_TYPE", "redis")
+            .env("REDIS_SOCKET_TYPE", "tcp")
+            .env("REDIS_URL", "127.0.0.1:6379")
+            .env("REDIS_POOL_SIZE", "10")
+            .env("CACHE_KEY_PREFIX", &prefix)
+            .env("LIMIT_RESPONSE_HEADERS_ENABLED", "true")
+            .env("LIMIT_REMAINING_HEADER", "X-RateLimit-Left")
+            .env("HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", "true")
+            .env("LOG_LEVEL", "warn")
+            .env("LOG_FORMAT", "json")
+            .env("HOST", "127.0.0.1")
+            .env("GRPC_HOST", "127.0.0.1")
+            .env("DEBUG_HOST", "127.0.0.1")
+            .env("PORT", http.to_string())
+            .env("GRPC_PORT", grpc.to_string())
+            .env("DEBUG_PORT", debug.to_string())
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some((200, body)) = get(http, "/healthcheck").await {
+            assert_eq!(body, "OK");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/healthcheck never became 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut client = connect(&format!("http://127.0.0.1:{grpc}")).await;
+    let address = descriptor(&[("remote_address", "10.0.0.1")]);
+    for left in [2, 1, 0] {
+        let answer = ask(&mut client, "edge", vec![address.clone()], 0)
+            .await
+            .unwrap();
+        assert_eq!(answer.overall_code, OK);
+        assert_eq!(answer.statuses[0].limit_remaining, left);
+        let headers: Vec<(&str, &str)> = answer
+            .response_headers_to_add
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_str()))
+            .collect();
+        assert_eq!(headers[0], ("RateLimit-Limit", "3"));
+        assert_eq!(headers[1], ("X-RateLimit-Left", left.to_string().as_str()));
+        assert_eq!(headers[2].0, "RateLimit-Reset");
+    }
+    let answer = ask(&mut client, "edge", vec![address], 0).await.unwrap();
+    assert_eq!(answer.overall_code, OVER);
+    // The buckets are in the Redis that REDIS_URL names, under CACHE_KEY_PREFIX.
+    assert!(!redis_keys(&prefix).is_empty(), "no key under {prefix}");
+
+    // The same decisions over /json, in protobuf's JSON mapping.
+    let over = post(
+        http,
+        "/json",
+        r#"{"domain":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.1"}]}]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(over.0, 429, "{}", over.1);
+    assert!(
+        over.1.contains(r#""overallCode":"OVER_LIMIT""#),
+        "{}",
+        over.1
+    );
+    let fresh = post(
+        http,
+        "/json",
+        r#"{"domain":"edge","descriptors":[{"entries":[{"key":"remote_address","value":"10.0.0.2"}]}]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fresh.0, 200, "{}", fresh.1);
+    assert!(fresh.1.contains(r#""limitRemaining":2"#), "{}", fresh.1);
+    let bad = post(http, "/json", r#"{"domian":"edge"}"#).await.unwrap();
+    assert_eq!(bad.0, 400);
+    assert!(bad.1.contains("domian"), "{}", bad.1);
+    let empty = post(http, "/json", r#"{"domain":"edge"}"#).await.unwrap();
+    assert_eq!(empty.0, 400, "a request without descriptors is an error");
+
+    // The debug port's /rlconfig: every limit, in envoyproxy/ratelimit's form.
+    let (code, dump) = get(debug, "/rlconfig").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        dump.contains("edge.remote_address: unit=MINUTE requests_per_unit=3, shadow_mode: false"),
+        "{dump}"
+    );
+    assert!(
+        dump.contains("edge.path_/blocked: unit=SECOND requests_per_unit=0"),
+        "{dump}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_shadow_mode_answers_ok_and_still_says_which_limit_is_over() {
+    let dir = temp_dir("shadow");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let service = Service::start_with_env(
+        &["--config", path.to_str().unwrap()],
+        &[("SHADOW_MODE", "true")],
+    )
+    .await
+    .unwrap();
+    let mut client = service.client().await;
+    let blocked = descriptor(&[("path", "/blocked")]);
+    let answer = ask(&mut client, "edge", vec![blocked], 0).await.unwrap();
+    assert_eq!(answer.overall_code, OK, "SHADOW_MODE never denies");
+    assert_eq!(answer.statuses[0].code, OVER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_environment_variable_stops_the_start_and_is_named() {
+    let dir = temp_dir("badenv");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, CONFIG).unwrap();
+    for (name, value) in [
+        ("NEAR_LIMIT_RATIO", "2"),
+        ("BACKEND_TYPE", "memcache"),
+        ("REDIS_TYPE", "ring"),
+    ] {
+        let refused = Service::start_with_env(
+            &["--config", path.to_str().unwrap()],
+            &[(name, value), ("REDIS_URL", "127.0.0.1:6379")],
+        )
+        .await;
+        let error = refused.err().expect("started with a bad variable");
+        assert!(error.contains(&format!("{name}=")), "{name}: {error}");
+    }
+}
+
+fn check(path: &Path) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ratelimit-service"))
+        .args(["check", path.to_str().unwrap()])
+        .env_remove("MERGE_DOMAIN_CONFIG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_prints_every_limit_or_the_first_error_with_file_line_and_field() {
+    let dir = temp_dir("check");
+    std::fs::write(dir.join("edge.yaml"), CONFIG).unwrap();
+    std::fs::write(
+        dir.join("api.yml"),
+        "domain: api\ndescriptors:\n  - key: tenant\n    descriptors:\n      - key: plan\n        value: free\n        rate_limit: { unit: hour, requests_per_unit: 1000, name: free }\n",
+    )
+    .unwrap();
+    let (ok, out, err) = check(&dir);
+    assert!(ok, "{err}");
+    assert!(out.contains("domain(s) api, edge: valid"), "{out}");
+    assert!(
+        out.contains(
+            "api.tenant.plan_free: unit=HOUR requests_per_unit=1000, shadow_mode: false, name: free"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("edge.remote_address: unit=MINUTE"), "{out}");
+
+    let broken = temp_dir("check-broken");
+    std::fs::write(
+        broken.join("edge.yaml"),
+        "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: fortnight, requests_per_unit: 3 }\n",
+    )
+    .unwrap();
+    let (ok, out, err) = check(&broken);
+    assert!(!ok, "a broken configuration passed: {out}");
+    assert!(err.contains("edge.yaml"), "{err}");
+    assert!(err.contains("edge.yaml:4:"), "line 4: {err}");
+    assert!(err.contains("descriptors[0].rate_limit.unit"), "{err}");
+}
