@@ -259,3 +259,122 @@ fn check_prints_every_limit_or_the_first_error_with_file_line_and_field() {
     assert!(err.contains("edge.yaml:4:"), "line 4: {err}");
     assert!(err.contains("descriptors[0].rate_limit.unit"), "{err}");
 }
+
+/// The documents of a multi-document YAML file.
+fn documents(text: &str) -> Vec<serde_norway::Value> {
+    use serde::Deserialize;
+    serde_norway::Deserializer::from_str(text)
+        .map(|document| serde_norway::Value::deserialize(document).unwrap())
+        .collect()
+}
+
+/// Mounts a ConfigMap's `data` under `dir` as the kubelet does: every file a symbolic link
+/// into `..data`, itself a link to a timestamped directory.
+fn mount_configmap(dir: &Path, data: &serde_norway::Mapping) {
+    std::fs::create_dir_all(dir).unwrap();
+    let stamped = dir.join("..2026_12_03_06_00_00.1");
+    std::fs::create_dir_all(&stamped).unwrap();
+    for (name, text) in data {
+        let name = name.as_str().unwrap();
+        std::fs::write(stamped.join(name), text.as_str().unwrap()).unwrap();
+        std::os::unix::fs::symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink("..2026_12_03_06_00_00.1", dir.join("..data")).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_envoyproxy_ratelimit_deployment_runs_with_only_the_image_changed() {
+    let manifest = include_str!("../../deploy/k8s/envoy-ratelimit.yaml");
+    let docs = documents(manifest);
+    let kind = |d: &serde_norway::Value, kind: &str, name: &str| {
+        d["kind"].as_str() == Some(kind) && d["metadata"]["name"].as_str() == Some(name)
+    };
+    let deployment = docs
+        .iter()
+        .find(|d| kind(d, "Deployment", "ratelimit"))
+        .expect("the ratelimit Deployment");
+    let configmap = docs
+        .iter()
+        .find(|d| kind(d, "ConfigMap", "ratelimit-config"))
+        .expect("its ConfigMap");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"].as_str(), Some("ratelimit:latest"));
+    // envoyproxy/ratelimit's image has its binary at /bin/ratelimit, and so has ours.
+    assert_eq!(container["command"][0].as_str(), Some("/bin/ratelimit"));
+    assert!(include_str!("../../deploy/Dockerfile").contains("/bin/ratelimit"));
+    let mount = container["volumeMounts"][0]["mountPath"].as_str().unwrap();
+
+    // The container's environment as written, but for where "redis" and "/data" are here.
+    let data_root = temp_dir("k8s");
+    let mut env: Vec<(String, String)> = Vec::new();
+    for var in container["env"].as_sequence().unwrap() {
+        let (name, value) = (
+            var["name"].as_str().unwrap(),
+            var["value"].as_str().unwrap(),
+        );
+        let value = match name {
+            "REDIS_URL" => value.replace("redis:", "127.0.0.1:"),
+            "RUNTIME_ROOT" => data_root.to_str().unwrap().to_string(),
+            _ => value.to_string(),
+        };
+        env.push((name.to_string(), value));
+    }
+    let root = container["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"].as_str() == Some("RUNTIME_ROOT"))
+        .and_then(|v| v["value"].as_str())
+        .unwrap();
+    let config_dir = data_root.join(mount.strip_prefix(root).unwrap().trim_start_matches('/'));
+    mount_configmap(&config_dir, configmap["data"].as_mapping().unwrap());
+
+    // Added for the test alone: ports of its own (tests run side by side) and a key prefix
+    // of its own (Redis keeps buckets between runs).
+    let (grpc, http, debug) = (free_port(), free_port(), free_port());
+    let prefix = format!("{}:", unique("k8s"));
+    let _service = Process(
+        Command::new(env!("CARGO_BIN_EXE_ratelimit-service"))
+            .env_clear()
+            .envs(env)
+            .env("PORT", http.to_string())
+            .env("GRPC_PORT", grpc.to_string())
+            .env("DEBUG_PORT", debug.to_string())
+            .env("CACHE_KEY_PREFIX", &prefix)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    while get(http, "/healthcheck").await.map(|(code, _)| code) != Some(200) {
+        assert!(Instant::now() < deadline, "/healthcheck never became 200");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut client = connect(&format!("http://127.0.0.1:{grpc}")).await;
+    let root_path = descriptor(&[("PATH", "/")]);
+    let first = ask(&mut client, "echo-ratelimit", vec![root_path.clone()], 0)
+        .await
+        .unwrap();
+    assert_eq!(first.overall_code, OK);
+    let second = ask(&mut client, "echo-ratelimit", vec![root_path], 0)
+        .await
+        .unwrap();
+    assert_eq!(second.overall_code, OVER, "PATH / has 1 per minute");
+    let other = ask(
+        &mut client,
+        "echo-ratelimit",
+        vec![descriptor(&[("PATH", "/x")])],
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (other.overall_code, other.statuses[0].limit_remaining),
+        (OK, 99)
+    );
+    assert!(
+        !redis_keys(&prefix).is_empty(),
+        "the buckets are not in Redis"
+    );
+}
