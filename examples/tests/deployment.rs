@@ -378,3 +378,57 @@ async fn the_envoyproxy_ratelimit_deployment_runs_with_only_the_image_changed() 
         "the buckets are not in Redis"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_quota_mode_reports_violations_and_never_denies() {
+    let dir = temp_dir("quota");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let service = Service::start_with_env(
+        &["--config", path.to_str().unwrap()],
+        &[("QUOTA_MODE", "true")],
+    )
+    .await
+    .unwrap();
+    let mut client = service.client().await;
+    let answer = ask(
+        &mut client,
+        "edge",
+        vec![descriptor(&[("path", "/blocked")])],
+        0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.overall_code, OK, "QUOTA_MODE never denies");
+    assert_eq!(answer.statuses[0].code, OK);
+    let metadata = answer.dynamic_metadata.expect("quota-mode metadata");
+    let violations = format!("{:?}", metadata.fields["quotaModeViolations"]);
+    assert!(violations.contains("NumberValue(0.0)"), "{violations}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_the_service_cleanly() {
+    let dir = temp_dir("sigterm");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let mut service = Service::start(&["--config", path.to_str().unwrap()])
+        .await
+        .unwrap();
+    let pid = service.process.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = service.process.0.try_wait().unwrap() {
+            assert!(status.success(), "exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still running after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
