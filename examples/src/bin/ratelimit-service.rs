@@ -32,7 +32,7 @@ use ratelimit_anomaly::tower::{AnomalyTask, spawn};
 use ratelimit_anomaly::{Action, Actuator, Controller, ControllerConfig, Monitor};
 use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Store};
 use ratelimit_examples::envoy::config::Config;
-use ratelimit_examples::envoy::metrics::Metrics;
+use ratelimit_examples::envoy::metrics::{self, Metrics};
 use ratelimit_examples::envoy::reload::Reloader;
 use ratelimit_examples::envoy::service::RateLimitServer;
 
@@ -218,6 +218,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         )
         .init();
     let args = Args::parse();
+    // Before anything records: what is recorded without a recorder is lost.
+    let prometheus = metrics::install()?;
     let texts = Config::read(&args.config)?;
     let config = Config::from_texts(&texts)?;
     let failure = match args.failure_policy {
@@ -248,22 +250,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             Duration::from_secs(1),
         ))
     });
-    let reload_stats = if args.reload_ms == 0 {
+    if args.reload_ms == 0 {
         tracing::info!("reloading is off (--reload-ms 0)");
-        None
     } else {
         let reloader = Reloader::new(args.config.clone(), Duration::from_millis(args.reload_ms))?
             .settle(Duration::from_millis(args.reload_settle_ms))
             .checked_for(limiter.store().clone())
             .loaded(texts);
-        let stats = reloader.stats();
         // Runs until the process ends.
         drop(reloader.spawn(server.config_handle()));
-        Some(stats)
-    };
+    }
     // Ready once the gRPC port is bound: the configuration is loaded by then.
     let ready = Arc::new(AtomicBool::new(false));
-    let metrics = server.metrics();
     let (metrics_limiter, page_metrics, page_config, page_limiter) = (
         limiter.clone(),
         server.metrics(),
@@ -295,13 +293,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let http = Router::new()
         .route(
             "/metrics",
-            get(move || async move {
-                let mut out = metrics.render_with_store(metrics_limiter.store_healthy());
-                if let Some(stats) = &reload_stats {
-                    out.push_str(&stats.render());
-                }
-                out
-            }),
+            get(move || async move { metrics::render(&prometheus, metrics_limiter.store_healthy()) }),
         )
         .route(
             "/status",

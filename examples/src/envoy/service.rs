@@ -37,8 +37,8 @@ use parking_lot::RwLock;
 use ratelimit_core::{BucketKey, Decision, Limit, Limiter, MAX_LIMITS, Policy};
 use tonic::{Request, Response, Status};
 
-use super::config::{Config, ConfigError, Entry, Matched, RateLimit, Unit};
-use super::metrics::Metrics;
+use super::config::{Config, ConfigError, Entry, Matched, RateLimit, StatKey, Unit};
+use super::metrics::{self, DEFAULT_NEAR_LIMIT_RATIO, Metrics, RuleHits};
 
 /// The rate limit service: a configuration (replaceable while serving) and a limiter.
 pub struct RateLimitServer {
@@ -46,6 +46,7 @@ pub struct RateLimitServer {
     limiter: Arc<Limiter>,
     metrics: Arc<Metrics>,
     monitor: Option<Arc<ratelimit_anomaly::Monitor>>,
+    near_limit_ratio: f64,
 }
 
 impl RateLimitServer {
@@ -64,7 +65,16 @@ impl RateLimitServer {
             limiter,
             metrics: Arc::new(Metrics::default()),
             monitor: None,
+            near_limit_ratio: DEFAULT_NEAR_LIMIT_RATIO,
         }
+    }
+
+    /// The same service with a near-limit ratio other than envoyproxy/ratelimit's default 0.8
+    /// (its `NEAR_LIMIT_RATIO`): a rule's hits above `requests_per_unit` × `ratio` count as near
+    /// its limit ([`metrics`]). Clamped to 0 to 1; not a number makes every hit near.
+    pub fn with_near_limit_ratio(mut self, ratio: f64) -> Self {
+        self.near_limit_ratio = ratio.clamp(0.0, 1.0);
+        self
     }
 
     /// The same service recording every request into `monitor` for anomaly detection: the value
@@ -169,8 +179,11 @@ impl RateLimitServer {
         let mut by_bucket: HashMap<String, usize> = HashMap::new();
         // Per descriptor: what it counts in.
         let mut slot_of: Vec<Slot> = Vec::with_capacity(request.descriptors.len());
+        // Per descriptor with a limit, in request order: the limit, its hits and its rule's
+        // statistics key (taken out of the match, which needs it no more).
+        let mut rule_hits: Vec<(usize, u64, StatKey)> = Vec::with_capacity(slot_of.capacity());
         for (matched, hits) in found {
-            let Some(matched) = matched else {
+            let Some(mut matched) = matched else {
                 slot_of.push(Slot::None);
                 continue;
             };
@@ -187,6 +200,7 @@ impl RateLimitServer {
                 slot_of.push(Slot::Unlimited);
                 continue;
             }
+            let stat_key = std::mem::take(&mut matched.stat_key);
             let at = match by_bucket.get(&matched.bucket) {
                 Some(&at) => at,
                 None => {
@@ -206,6 +220,7 @@ impl RateLimitServer {
             };
             limits[at].cost = limits[at].cost.saturating_add(hits);
             slot_of.push(Slot::Limit(at));
+            rule_hits.push((at, hits, stat_key));
         }
         for limit in &mut limits {
             // A cost above the burst can never be admitted: over limit without a debit.
@@ -260,6 +275,7 @@ impl RateLimitServer {
             }
         }
 
+        self.record_rules(&limits, &rule_hits);
         self.metrics.answered(over);
         if let Some(monitor) = &self.monitor {
             let client = request
@@ -287,6 +303,30 @@ impl RateLimitServer {
             dynamic_metadata: quota_metadata(&slot_of, &limits),
             ..RateLimitResponse::default()
         })
+    }
+
+    /// envoyproxy/ratelimit's per-rule statistics of a decided request: each descriptor's hits
+    /// on its rule, split as its base limiter splits them ([`RuleHits::split`]). Its count is a
+    /// fixed window's, incremented by every descriptor in request order; here a limit's count
+    /// before the request is what its bucket had used (its capacity less the room its decision
+    /// saw), and the descriptors that share a limit follow one another from there, as they
+    /// would in envoyproxy/ratelimit's window.
+    fn record_rules(&self, limits: &[Merged<'_>], rule_hits: &[(usize, u64, StatKey)]) {
+        let mut used: Vec<u64> = limits.iter().map(Merged::used_before).collect();
+        for (at, hits, stat_key) in rule_hits {
+            let limit = &limits[*at];
+            let requests_per_unit = limit.matched.rate_limit.requests_per_unit;
+            let near = metrics::near_threshold(requests_per_unit, self.near_limit_ratio);
+            let split = RuleHits::split(
+                u64::from(requests_per_unit),
+                near,
+                used[*at],
+                *hits,
+                limit.matched.shadow_mode,
+            );
+            used[*at] = used[*at].saturating_add(*hits);
+            metrics::record_rule(stat_key, &split);
+        }
     }
 
     /// Decides the enforced limits `at` of `limits`; whether the request is admitted.
@@ -330,11 +370,16 @@ impl RateLimitServer {
             };
             (
                 asked_at,
-                answer.map(|v| (v.is_allowed(), v.decisions().to_vec())),
+                answer.map(|v| (v.is_allowed(), v.decisions().to_vec(), v.degraded_by())),
             )
         };
         match answer {
-            Ok((allowed, decisions)) => {
+            Ok((allowed, decisions, degraded_by)) => {
+                if let Some(failure) = degraded_by {
+                    // The store failed (or was skipped after failing): the failure policy
+                    // decided this call.
+                    metrics::record_store_error(failure);
+                }
                 for (&i, decision) in asked_at.iter().zip(decisions) {
                     limits[i].decision = Some(decision);
                 }
@@ -391,6 +436,29 @@ impl Merged<'_> {
         Some(Limit::new(&self.matched.bucket, self.policy?).with_cost(cost))
     }
 
+    /// What the store was asked to count: the cost, or one for a peek (see [`limit`](Self::limit)).
+    fn asked(&self) -> u64 {
+        if self.cost == 0 || self.never {
+            1
+        } else {
+            self.cost
+        }
+    }
+
+    /// How much of the limit was in use before this request: its count less the room its
+    /// decision saw (a decision that admitted had room for what was asked, and tells what is
+    /// left after it; one that denied tells the room there was). No decision (a limit of zero,
+    /// or one the limiter refused): nothing in use.
+    fn used_before(&self) -> u64 {
+        let capacity = u64::from(self.matched.rate_limit.requests_per_unit);
+        let room = match self.decision {
+            Some(d) if d.is_allowed() => u64::from(d.remaining()).saturating_add(self.asked()),
+            Some(d) => u64::from(d.remaining()),
+            None => 0,
+        };
+        capacity.saturating_sub(room)
+    }
+
     fn is_over(&self) -> bool {
         self.never || self.decision.is_some_and(|d| !d.is_allowed())
     }
@@ -433,9 +501,13 @@ fn override_of(
         Ok(PbUnit::Unknown) | Err(_) => None,
     };
     let mut bucket = BucketKey::new(domain);
+    // envoyproxy/ratelimit's key of a request's own limit: every entry, `key_value` (`key` for an
+    // empty value).
+    let mut stat_key = StatKey::new(domain);
     for entry in &descriptor.entries {
         bucket.push(&entry.key);
         bucket.push(&entry.value);
+        stat_key.push(&entry.key, Some(entry.value.as_str()).filter(|v| !v.is_empty()));
     }
     bucket.push(&format!(
         "limit override: {} per {}",
@@ -458,6 +530,7 @@ fn override_of(
         quota_mode: false,
         bucket: bucket.finish(),
         field: "limit override".into(),
+        stat_key,
     }
 }
 
@@ -587,7 +660,9 @@ impl RateLimitService for RateLimitServer {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let started = std::time::Instant::now();
         let answer = self.decide(request.get_ref()).await;
+        metrics::record_call(started.elapsed());
         if answer.is_err() {
             self.metrics.error();
         }
