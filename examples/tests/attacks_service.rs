@@ -225,7 +225,7 @@ async fn a_rate_finer_than_the_store_is_refused_at_load() {
     std::fs::write(&path, &fine).unwrap();
     let judged = eventually(|| async {
         service
-            .metric("ratelimit_service_config_reloads_total{result=\"refused\"}")
+            .metric("ratelimit_service_config_load_error")
             .await
             == Some(1.0)
     })

@@ -878,6 +878,59 @@ descriptors:
     }
 
     #[test]
+    fn stat_keys_are_envoyproxys() {
+        let config = Config::parse(
+            "edge.yaml",
+            r#"
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: second, requests_per_unit: 10 }
+  - key: path
+    value: "/api/*"
+    rate_limit: { unit: second, requests_per_unit: 10 }
+  - key: tenant
+    descriptors:
+      - key: plan
+        value: free
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+      - key: user
+        detailed_metric: true
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+      - key: route
+        value_to_metric: true
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+"#,
+        )
+        .unwrap();
+        let key = |entries: &[(&str, &str)]| {
+            let entries: Vec<Entry> = entries.iter().map(|(k, v)| Entry::new(k, v)).collect();
+            config.limit_for("edge", &entries).unwrap().stat_key
+        };
+        // Key only: the key; a wildcard: the pattern, not the value.
+        let ip = key(&[("remote_address", "10.0.0.1")]);
+        assert_eq!(ip.full(), "edge.remote_address");
+        assert_eq!((ip.domain(), ip.key1(), ip.key2()), ("edge", "remote_address", None));
+        assert_eq!(key(&[("path", "/api/v1")]).full(), "edge.path_/api/*");
+        let plan = key(&[("tenant", "acme"), ("plan", "free")]);
+        assert_eq!(plan.full(), "edge.tenant.plan_free");
+        assert_eq!((plan.key1(), plan.key2()), ("tenant", Some("plan_free")));
+        // detailed_metric on the last node: the request's values at every level.
+        assert_eq!(
+            key(&[("tenant", "acme"), ("user", "alice")]).full(),
+            "edge.tenant_acme.user_alice"
+        );
+        // value_to_metric: the request's value at that level only.
+        assert_eq!(
+            key(&[("tenant", "acme"), ("route", "a.b")]).full(),
+            "edge.tenant.route_a.b"
+        );
+        // A dot in a value does not move the labels.
+        let dotted = key(&[("tenant", "acme"), ("route", "a.b")]);
+        assert_eq!((dotted.key1(), dotted.key2()), ("tenant", Some("route_a.b")));
+    }
+
+    #[test]
     fn matches_values_then_wildcards_then_nested() {
         let config = Config::parse("edge.yaml", EXAMPLE).unwrap();
         let ip = config
