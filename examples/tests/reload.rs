@@ -209,6 +209,9 @@ async fn reload_zero_turns_reloading_off() {
         [Some(10)]
     );
     let (_, metrics) = service.get("/metrics").await.unwrap();
-    assert!(!metrics.contains("ratelimit_service_config_load"), "{metrics}");
+    assert!(
+        !metrics.contains("ratelimit_service_config_load"),
+        "{metrics}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

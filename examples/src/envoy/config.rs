@@ -910,7 +910,10 @@ descriptors:
         // Key only: the key; a wildcard: the pattern, not the value.
         let ip = key(&[("remote_address", "10.0.0.1")]);
         assert_eq!(ip.full(), "edge.remote_address");
-        assert_eq!((ip.domain(), ip.key1(), ip.key2()), ("edge", "remote_address", None));
+        assert_eq!(
+            (ip.domain(), ip.key1(), ip.key2()),
+            ("edge", "remote_address", None)
+        );
         assert_eq!(key(&[("path", "/api/v1")]).full(), "edge.path_/api/*");
         let plan = key(&[("tenant", "acme"), ("plan", "free")]);
         assert_eq!(plan.full(), "edge.tenant.plan_free");
@@ -927,7 +930,10 @@ descriptors:
         );
         // A dot in a value does not move the labels.
         let dotted = key(&[("tenant", "acme"), ("route", "a.b")]);
-        assert_eq!((dotted.key1(), dotted.key2()), ("tenant", Some("route_a.b")));
+        assert_eq!(
+            (dotted.key1(), dotted.key2()),
+            ("tenant", Some("route_a.b"))
+        );
     }
 
     #[test]

@@ -470,7 +470,10 @@ mod tests {
         let rule2 = "{domain=\"edge\",key1=\"tenant_acme\",key2=\"plan_free\"}";
         assert_eq!(value(&text, &format!("{TOTAL_HITS}{rule2}")), Some(1.0));
         assert_eq!(value(&text, &format!("{WITHIN_LIMIT}{rule2}")), Some(1.0));
-        assert!(text.contains(&format!("# TYPE {TOTAL_HITS} counter")), "{text}");
+        assert!(
+            text.contains(&format!("# TYPE {TOTAL_HITS} counter")),
+            "{text}"
+        );
     }
 
     #[test]
@@ -486,7 +489,10 @@ mod tests {
             tallies.error();
         });
         let method = "{grpc_method=\"ShouldRateLimit\"}";
-        assert_eq!(value(&text, &format!("{TOTAL_REQUESTS}{method}")), Some(1.0));
+        assert_eq!(
+            value(&text, &format!("{TOTAL_REQUESTS}{method}")),
+            Some(1.0)
+        );
         assert_eq!(
             value(&text, &format!("{RESPONSE_TIME}_count{method}")),
             Some(1.0)

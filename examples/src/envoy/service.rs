@@ -507,7 +507,10 @@ fn override_of(
     for entry in &descriptor.entries {
         bucket.push(&entry.key);
         bucket.push(&entry.value);
-        stat_key.push(&entry.key, Some(entry.value.as_str()).filter(|v| !v.is_empty()));
+        stat_key.push(
+            &entry.key,
+            Some(entry.value.as_str()).filter(|v| !v.is_empty()),
+        );
     }
     bucket.push(&format!(
         "limit override: {} per {}",
@@ -737,7 +740,9 @@ descriptors:
             runtime.block_on(async {
                 let mut codes = Vec::new();
                 for request in requests {
-                    let answer = server.should_rate_limit(Request::new(request.clone())).await;
+                    let answer = server
+                        .should_rate_limit(Request::new(request.clone()))
+                        .await;
                     codes.push(match answer {
                         Ok(response) => Code::try_from(response.get_ref().overall_code).unwrap(),
                         Err(_) => Code::Unknown,
@@ -767,7 +772,11 @@ descriptors:
         );
         assert_eq!(codes, [Code::Ok, Code::Ok, Code::OverLimit]);
         let rule = r#"domain="edge",key1="remote_address""#;
-        assert_eq!(value(&text, metrics::TOTAL_HITS, rule), Some(12.0), "{text}");
+        assert_eq!(
+            value(&text, metrics::TOTAL_HITS, rule),
+            Some(12.0),
+            "{text}"
+        );
         assert_eq!(value(&text, metrics::WITHIN_LIMIT, rule), Some(9.0));
         assert_eq!(value(&text, metrics::NEAR_LIMIT, rule), Some(2.0));
         assert_eq!(value(&text, metrics::OVER_LIMIT, rule), Some(2.0));
@@ -836,7 +845,11 @@ descriptors:
         // Without `detailed_metric` both would be key1="user".
         for (user, hits) in [("alice", 1.0), ("bob", 2.0)] {
             let rule = format!(r#"domain="edge",key1="user_{user}""#);
-            assert_eq!(value(&text, metrics::TOTAL_HITS, &rule), Some(hits), "{text}");
+            assert_eq!(
+                value(&text, metrics::TOTAL_HITS, &rule),
+                Some(hits),
+                "{text}"
+            );
         }
         assert!(!text.contains(r#"key1="user""#), "{text}");
         // Without `value_to_metric` it would be the pattern, key1="route_api*".
@@ -860,7 +873,11 @@ descriptors:
             "{text}"
         );
         assert_eq!(
-            value(&text, metrics::TOTAL_REQUESTS, r#"grpc_method="ShouldRateLimit""#),
+            value(
+                &text,
+                metrics::TOTAL_REQUESTS,
+                r#"grpc_method="ShouldRateLimit""#
+            ),
             Some(1.0)
         );
         // Nothing was decided: no rule counted anything.
