@@ -290,30 +290,26 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
     };
-    let http =
-        Router::new()
-            .route(
-                "/metrics",
-                get(move || async move {
-                    metrics::render(&prometheus, metrics_limiter.store_healthy())
-                }),
-            )
-            .route(
-                "/status",
-                get(move || {
-                    let config = page_config.read().clone();
-                    let page = status_page(
-                        &page_metrics,
-                        page_limiter.store_healthy(),
-                        &config,
-                        anomaly.as_deref(),
-                    );
-                    async move { Html(page) }
-                }),
-            )
-            .route("/livez", get(|| async { "alive" }))
-            .route("/readyz", get(readiness.clone()))
-            .route("/healthz", get(readiness));
+    let metrics_page =
+        move || async move { metrics::render(&prometheus, metrics_limiter.store_healthy()) };
+    let http = Router::new()
+        .route("/metrics", get(metrics_page))
+        .route(
+            "/status",
+            get(move || {
+                let config = page_config.read().clone();
+                let page = status_page(
+                    &page_metrics,
+                    page_limiter.store_healthy(),
+                    &config,
+                    anomaly.as_deref(),
+                );
+                async move { Html(page) }
+            }),
+        )
+        .route("/livez", get(|| async { "alive" }))
+        .route("/readyz", get(readiness.clone()))
+        .route("/healthz", get(readiness));
     let listener = tokio::net::TcpListener::bind(args.http).await?;
     tracing::info!(grpc = %args.grpc, http = %args.http, "ratelimit-service listening");
     tokio::spawn(async move {
