@@ -224,10 +224,7 @@ async fn a_rate_finer_than_the_store_is_refused_at_load() {
     let mut client = service.client().await;
     std::fs::write(&path, &fine).unwrap();
     let judged = eventually(|| async {
-        service
-            .metric("ratelimit_service_config_reloads_total{result=\"refused\"}")
-            .await
-            == Some(1.0)
+        service.metric("ratelimit_service_config_load_error").await == Some(1.0)
     })
     .await;
     assert!(judged, "the reload was never judged");

@@ -71,7 +71,7 @@ fn runtime_root(config: &str) -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_from_envoyproxy_ratelimit_environment_variables_alone() {
     let root = runtime_root(CONFIG);
-    let (grpc, http, debug) = (free_port(), free_port(), free_port());
+    let (grpc, http, debug, prometheus) = (free_port(), free_port(), free_port(), free_port());
     let prefix = format!("{}:", unique("deploy"));
     // No flag at all: what envoyproxy/ratelimit's Deployment sets, and nothing else.
     let _service = Process(
@@ -96,6 +96,8 @@ async fn starts_from_envoyproxy_ratelimit_environment_variables_alone() {
             .env("PORT", http.to_string())
             .env("GRPC_PORT", grpc.to_string())
             .env("DEBUG_PORT", debug.to_string())
+            .env("USE_PROMETHEUS", "true")
+            .env("PROMETHEUS_ADDR", format!(":{prometheus}"))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -174,6 +176,14 @@ async fn starts_from_envoyproxy_ratelimit_environment_variables_alone() {
         dump.contains("edge.path_/blocked: unit=SECOND requests_per_unit=0"),
         "{dump}"
     );
+
+    // USE_PROMETHEUS: envoyproxy/ratelimit's metric names on PROMETHEUS_ADDR (Go's `:port`).
+    let (code, text) = get(prometheus, "/metrics").await.unwrap();
+    assert_eq!(code, 200);
+    let hits = r#"ratelimit_service_rate_limit_total_hits{domain="edge",key1="remote_address"}"#;
+    assert!(text.contains(hits), "{text}");
+    let over = r#"ratelimit_service_rate_limit_over_limit{domain="edge",key1="remote_address"}"#;
+    assert!(text.contains(over), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

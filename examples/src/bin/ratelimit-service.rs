@@ -20,13 +20,14 @@ use axum::response::Html;
 use axum::routing::get;
 use clap::Parser;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
+use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit_anomaly::tower::{AnomalyTask, spawn};
 use ratelimit_anomaly::{Action, Actuator, Controller, ControllerConfig, Monitor};
 use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Store};
 use ratelimit_examples::envoy::backend;
 use ratelimit_examples::envoy::config::Config;
 use ratelimit_examples::envoy::http::{Health, debug_routes, routes};
-use ratelimit_examples::envoy::metrics::Metrics;
+use ratelimit_examples::envoy::metrics::{self, Metrics};
 use ratelimit_examples::envoy::reload::Reloader;
 use ratelimit_examples::envoy::service::RateLimitServer;
 use ratelimit_examples::envoy::settings::{Anomaly, Cli, Command, Failure, Settings};
@@ -139,10 +140,12 @@ fn serve(cli: Cli) -> Result<(), Error> {
     for note in &settings.notes {
         tracing::info!("{note}");
     }
+    // Before anything records: what is recorded without a recorder is lost.
+    let prometheus = metrics::install()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(settings))
+        .block_on(run(settings, prometheus))
 }
 
 /// A limiter over `store` with the settings' failure policy, replicas and over-limit cache.
@@ -162,7 +165,7 @@ fn build_limiter(store: Arc<dyn Store>, settings: &Settings) -> Arc<Limiter> {
     Arc::new(limiter)
 }
 
-async fn run(settings: Settings) -> Result<(), Error> {
+async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Error> {
     let texts = Config::read_with(&settings.config.path, settings.config.ignore_dotfiles)?;
     let config = Config::from_texts(&texts)?;
     let prefix = settings.key_prefix.as_deref();
@@ -174,7 +177,8 @@ async fn run(settings: Settings) -> Result<(), Error> {
     // A limit the store cannot count is refused here, once, rather than on every request.
     let mut server = RateLimitServer::try_new(config, limiter.clone())?
         .with_global_shadow_mode(settings.shadow_mode)
-        .with_global_quota_mode(settings.quota_mode);
+        .with_global_quota_mode(settings.quota_mode)
+        .with_near_limit_ratio(settings.near_limit_ratio);
     if let Some(per_second) = &settings.per_second {
         let store = backend::connect(per_second, prefix).await?;
         server.config_handle().read().check(store.as_ref())?;
@@ -198,9 +202,8 @@ async fn run(settings: Settings) -> Result<(), Error> {
             Duration::from_secs(1),
         ))
     });
-    let reload_stats = if settings.reload_ms == 0 {
+    if settings.reload_ms == 0 {
         tracing::info!("reloading is off (--reload-ms 0)");
-        None
     } else {
         let reloader = Reloader::new(
             settings.config.path.clone(),
@@ -209,27 +212,22 @@ async fn run(settings: Settings) -> Result<(), Error> {
         .settle(Duration::from_millis(settings.reload_settle_ms))
         .checked_for(limiter.store().clone())
         .loaded(texts);
-        let stats = reloader.stats();
         // Runs until the process ends.
         drop(reloader.spawn(server.config_handle()));
-        Some(stats)
-    };
+    }
     let server = Arc::new(server);
     let health = Arc::new(Health::new(settings.healthy_needs_config));
-    let metrics = server.metrics();
+    let metrics_page = {
+        let limiter = limiter.clone();
+        move || {
+            let text = metrics::render(&prometheus, limiter.store_healthy());
+            async move { text }
+        }
+    };
     let (page_metrics, page_config, page_limiter) =
         (server.metrics(), server.config_handle(), limiter.clone());
     let http = routes(server.clone(), health.clone())
-        .route(
-            "/metrics",
-            get(move || async move {
-                let mut out = metrics.render_with_store(limiter.store_healthy());
-                if let Some(stats) = &reload_stats {
-                    out.push_str(&stats.render());
-                }
-                out
-            }),
-        )
+        .route("/metrics", get(metrics_page.clone()))
         .route(
             "/status",
             get(move || {
@@ -250,6 +248,11 @@ async fn run(settings: Settings) -> Result<(), Error> {
         "debug",
     )
     .await?;
+    // USE_PROMETHEUS: the same text on a port of its own, as envoyproxy/ratelimit serves it.
+    if let Some((address, path)) = &settings.prometheus {
+        let router = Router::new().route(path, get(metrics_page));
+        serve_http(*address, router, "Prometheus").await?;
+    }
     let incoming = tonic::transport::server::TcpIncoming::bind(settings.grpc)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter

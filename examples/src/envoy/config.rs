@@ -295,12 +295,14 @@ pub struct Descriptor {
     /// bucket per value. Only for a value with a `*`.
     #[serde(default)]
     pub share_threshold: bool,
-    /// envoyproxy/ratelimit's per-value statistics. Accepted and stored; this service keeps no
-    /// per-descriptor statistics, so it changes nothing yet.
+    /// envoyproxy/ratelimit's per-value statistics: when the node a request's descriptor ends at
+    /// has it, the rule's statistics are kept under the request's own values at every level
+    /// (`domain.key_value.key_value`), not the configuration's ([`StatKey`]).
     #[serde(default)]
     pub detailed_metric: bool,
-    /// envoyproxy/ratelimit's runtime value in statistics names. Accepted and stored; unused,
-    /// like `detailed_metric`.
+    /// envoyproxy/ratelimit's runtime value in statistics names: at this node's level the stat
+    /// key has the request's value (`key_value`) instead of the node's own (`key` for a key-only
+    /// node, the pattern for a wildcard). `detailed_metric` on the last node takes precedence.
     #[serde(default)]
     pub value_to_metric: bool,
 }
@@ -351,6 +353,75 @@ pub struct Matched<'a> {
     pub bucket: String,
     /// The descriptor's path in its file (`descriptors[0].descriptors[2]`), for messages.
     pub field: String,
+    /// The rule's statistics key, as envoyproxy/ratelimit names it.
+    pub stat_key: StatKey,
+}
+
+/// A rule's statistics key, as envoyproxy/ratelimit builds it: the domain, then one part per
+/// level, joined with `.` (`edge.tenant_acme.plan`). A level's part is `key_value` for a node
+/// with a value (the pattern itself for a wildcard) and `key` for a key-only node; with
+/// `value_to_metric` on that level's node, or `detailed_metric` on the last node (every level
+/// then), it is `key_value` with the request's value.
+///
+/// envoyproxy/ratelimit's Prometheus mapping splits the key at its dots into labels `domain`,
+/// `key1` and `key2`; this one keeps where the domain and the first level end, so that a dot
+/// inside a value does not move a label ([`key2`](Self::key2) is every level after the first).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatKey {
+    full: String,
+    domain_end: usize,
+    key1_end: Option<usize>,
+}
+
+impl StatKey {
+    /// A key of `domain` with no level yet.
+    pub fn new(domain: &str) -> Self {
+        // Room for a couple of levels, so that pushing them rarely reallocates.
+        let mut full = String::with_capacity(domain.len() + 48);
+        full.push_str(domain);
+        StatKey {
+            domain_end: full.len(),
+            full,
+            key1_end: None,
+        }
+    }
+
+    /// Appends one level: `key`, or `key_value` when `value` is given.
+    pub fn push(&mut self, key: &str, value: Option<&str>) {
+        self.full.push('.');
+        self.full.push_str(key);
+        if let Some(value) = value {
+            self.full.push('_');
+            self.full.push_str(value);
+        }
+        if self.key1_end.is_none() {
+            self.key1_end = Some(self.full.len());
+        }
+    }
+
+    /// The whole key, `domain.part.part`, as envoyproxy/ratelimit's statsd names carry it.
+    pub fn full(&self) -> &str {
+        &self.full
+    }
+
+    /// The domain.
+    pub fn domain(&self) -> &str {
+        &self.full[..self.domain_end]
+    }
+
+    /// The first level's part (empty for a key of no level).
+    pub fn key1(&self) -> &str {
+        match self.key1_end {
+            Some(end) => &self.full[self.domain_end + 1..end],
+            None => "",
+        }
+    }
+
+    /// The parts of every level after the first, joined with `.`; `None` for a one-level key.
+    pub fn key2(&self) -> Option<&str> {
+        let end = self.key1_end?;
+        (end < self.full.len()).then(|| &self.full[end + 1..])
+    }
 }
 
 /// One domain: its top-level descriptors, from one file or (merged) several.
@@ -658,8 +729,15 @@ impl Config {
         let mut node = None;
         let mut bucket = BucketKey::new(domain);
         let mut field = String::new();
+        let mut stat_key = StatKey::new(domain);
         for entry in entries {
             let (index, found, by_wildcard) = find(level, entry)?;
+            let part = if found.value_to_metric {
+                Some(entry.value.as_str())
+            } else {
+                value_of(found)
+            };
+            stat_key.push(&found.key, part);
             bucket.push(&entry.key);
             match (&found.value, by_wildcard && found.share_threshold) {
                 // Every value the pattern matches counts in the pattern's bucket. The part is
@@ -678,12 +756,20 @@ impl Config {
             node = Some(found);
         }
         let node = node?;
+        if node.detailed_metric {
+            // Only now known: the last node decides that every level has the request's value.
+            stat_key = StatKey::new(domain);
+            for entry in entries {
+                stat_key.push(&entry.key, Some(&entry.value));
+            }
+        }
         Some(Matched {
             rate_limit: Cow::Borrowed(node.rate_limit.as_ref()?),
             shadow_mode: node.shadow_mode,
             quota_mode: node.quota_mode,
             bucket: bucket.finish(),
             field,
+            stat_key,
         })
     }
 }
@@ -789,6 +875,65 @@ descriptors:
             }
             other => panic!("expected Invalid, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn stat_keys_are_envoyproxys() {
+        let config = Config::parse(
+            "edge.yaml",
+            r#"
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: second, requests_per_unit: 10 }
+  - key: path
+    value: "/api/*"
+    rate_limit: { unit: second, requests_per_unit: 10 }
+  - key: tenant
+    descriptors:
+      - key: plan
+        value: free
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+      - key: user
+        detailed_metric: true
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+      - key: route
+        value_to_metric: true
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+"#,
+        )
+        .unwrap();
+        let key = |entries: &[(&str, &str)]| {
+            let entries: Vec<Entry> = entries.iter().map(|(k, v)| Entry::new(k, v)).collect();
+            config.limit_for("edge", &entries).unwrap().stat_key
+        };
+        // Key only: the key; a wildcard: the pattern, not the value.
+        let ip = key(&[("remote_address", "10.0.0.1")]);
+        assert_eq!(ip.full(), "edge.remote_address");
+        assert_eq!(
+            (ip.domain(), ip.key1(), ip.key2()),
+            ("edge", "remote_address", None)
+        );
+        assert_eq!(key(&[("path", "/api/v1")]).full(), "edge.path_/api/*");
+        let plan = key(&[("tenant", "acme"), ("plan", "free")]);
+        assert_eq!(plan.full(), "edge.tenant.plan_free");
+        assert_eq!((plan.key1(), plan.key2()), ("tenant", Some("plan_free")));
+        // detailed_metric on the last node: the request's values at every level.
+        assert_eq!(
+            key(&[("tenant", "acme"), ("user", "alice")]).full(),
+            "edge.tenant_acme.user_alice"
+        );
+        // value_to_metric: the request's value at that level only.
+        assert_eq!(
+            key(&[("tenant", "acme"), ("route", "a.b")]).full(),
+            "edge.tenant.route_a.b"
+        );
+        // A dot in a value does not move the labels.
+        let dotted = key(&[("tenant", "acme"), ("route", "a.b")]);
+        assert_eq!(
+            (dotted.key1(), dotted.key2()),
+            ("tenant", Some("route_a.b"))
+        );
     }
 
     #[test]

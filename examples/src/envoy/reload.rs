@@ -25,6 +25,7 @@ use ratelimit_core::Store;
 use thiserror::Error;
 
 use crate::envoy::config::{Config, ConfigError};
+use crate::envoy::metrics;
 
 /// Why a watcher cannot start.
 #[derive(Debug, Error)]
@@ -34,7 +35,9 @@ pub enum WatchError {
     ZeroInterval,
 }
 
-/// What the watcher has done, for `/metrics` and for tests that wait for a reload.
+/// What the watcher has done, for tests that wait for a reload; `/metrics` has the same as
+/// envoyproxy/ratelimit's `ratelimit_service_config_load_success` and `_error`
+/// ([`metrics`](crate::envoy::metrics)).
 #[derive(Debug, Default)]
 pub struct ReloadStats {
     // Relaxed: independent counters, read for display and polling only.
@@ -51,18 +54,6 @@ impl ReloadStats {
     /// Settled configurations refused (invalid, unreadable, or not countable by the store).
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
-    }
-
-    /// The counters in Prometheus' text format.
-    pub fn render(&self) -> String {
-        format!(
-            "# HELP ratelimit_service_config_reloads_total Settled configuration changes, by outcome.\n\
-             # TYPE ratelimit_service_config_reloads_total counter\n\
-             ratelimit_service_config_reloads_total{{result=\"loaded\"}} {}\n\
-             ratelimit_service_config_reloads_total{{result=\"refused\"}} {}\n",
-            self.loaded(),
-            self.refused()
-        )
     }
 }
 
@@ -144,6 +135,8 @@ impl Reloader {
     }
 
     async fn run(self, config: Arc<RwLock<Arc<Config>>>) {
+        // Watching: both outcomes are on `/metrics` from now on, at zero until they happen.
+        metrics::register_config_loads();
         let mut applied = self.loaded.clone().map(Snapshot::Files);
         // A text read that differs from the applied one, and since when it has stayed the same.
         let mut pending: Option<(Snapshot, Instant)> = None;
@@ -173,10 +166,12 @@ impl Reloader {
                 Ok(loaded) => {
                     *config.write() = Arc::new(loaded);
                     self.stats.loaded.fetch_add(1, Ordering::Relaxed);
+                    metrics::record_config_loaded();
                     tracing::info!(path = %self.path.display(), "configuration reloaded");
                 }
                 Err(error) => {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    metrics::record_config_refused();
                     tracing::error!(%error, "configuration refused; the running one stays");
                 }
             }

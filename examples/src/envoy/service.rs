@@ -38,8 +38,8 @@ use parking_lot::RwLock;
 use ratelimit_core::{BucketKey, Decision, Limit, Limiter, MAX_LIMITS, Policy};
 use tonic::{Request, Response, Status};
 
-use super::config::{Config, ConfigError, Entry, Matched, RateLimit, Unit};
-use super::metrics::Metrics;
+use super::config::{Config, ConfigError, Entry, Matched, RateLimit, StatKey, Unit};
+use super::metrics::{self, DEFAULT_NEAR_LIMIT_RATIO, Metrics, RuleHits};
 use super::settings::HeaderNames;
 
 /// The rate limit service: a configuration (replaceable while serving) and a limiter.
@@ -56,6 +56,7 @@ pub struct RateLimitServer {
     quota_all: bool,
     /// `LIMIT_RESPONSE_HEADERS_ENABLED`: the rate limit headers' names.
     headers: Option<HeaderNames>,
+    near_limit_ratio: f64,
 }
 
 impl RateLimitServer {
@@ -78,6 +79,7 @@ impl RateLimitServer {
             shadow_all: false,
             quota_all: false,
             headers: None,
+            near_limit_ratio: DEFAULT_NEAR_LIMIT_RATIO,
         }
     }
 
@@ -112,6 +114,15 @@ impl RateLimitServer {
     /// over-limit one first).
     pub fn with_response_headers(mut self, names: HeaderNames) -> Self {
         self.headers = Some(names);
+
+        self
+    }
+
+    /// The same service with a near-limit ratio other than envoyproxy/ratelimit's default 0.8
+    /// (its `NEAR_LIMIT_RATIO`): a rule's hits above `requests_per_unit` × `ratio` count as near
+    /// its limit ([`metrics`]). Clamped to 0 to 1; not a number makes every hit near.
+    pub fn with_near_limit_ratio(mut self, ratio: f64) -> Self {
+        self.near_limit_ratio = ratio.clamp(0.0, 1.0);
         self
     }
 
@@ -222,8 +233,11 @@ impl RateLimitServer {
         let mut by_bucket: HashMap<String, usize> = HashMap::new();
         // Per descriptor: what it counts in.
         let mut slot_of: Vec<Slot> = Vec::with_capacity(request.descriptors.len());
+        // Per descriptor with a limit, in request order: the limit, its hits and its rule's
+        // statistics key (taken out of the match, which needs it no more).
+        let mut rule_hits: Vec<(usize, u64, StatKey)> = Vec::with_capacity(slot_of.capacity());
         for (matched, hits) in found {
-            let Some(matched) = matched else {
+            let Some(mut matched) = matched else {
                 slot_of.push(Slot::None);
                 continue;
             };
@@ -240,6 +254,7 @@ impl RateLimitServer {
                 slot_of.push(Slot::Unlimited);
                 continue;
             }
+            let stat_key = std::mem::take(&mut matched.stat_key);
             let at = match by_bucket.get(&matched.bucket) {
                 Some(&at) => at,
                 None => {
@@ -259,6 +274,7 @@ impl RateLimitServer {
             };
             limits[at].cost = limits[at].cost.saturating_add(hits);
             slot_of.push(Slot::Limit(at));
+            rule_hits.push((at, hits, stat_key));
         }
         for limit in &mut limits {
             // A cost above the burst can never be admitted: over limit without a debit.
@@ -313,6 +329,7 @@ impl RateLimitServer {
             }
         }
 
+        self.record_rules(&limits, &rule_hits);
         self.metrics.answered(over);
         if let Some(monitor) = &self.monitor {
             let client = request
@@ -353,6 +370,30 @@ impl RateLimitServer {
             response_headers_to_add,
             ..RateLimitResponse::default()
         })
+    }
+
+    /// envoyproxy/ratelimit's per-rule statistics of a decided request: each descriptor's hits
+    /// on its rule, split as its base limiter splits them ([`RuleHits::split`]). Its count is a
+    /// fixed window's, incremented by every descriptor in request order; here a limit's count
+    /// before the request is what its bucket had used (its capacity less the room its decision
+    /// saw), and the descriptors that share a limit follow one another from there, as they
+    /// would in envoyproxy/ratelimit's window.
+    fn record_rules(&self, limits: &[Merged<'_>], rule_hits: &[(usize, u64, StatKey)]) {
+        let mut used: Vec<u64> = limits.iter().map(Merged::used_before).collect();
+        for (at, hits, stat_key) in rule_hits {
+            let limit = &limits[*at];
+            let requests_per_unit = limit.matched.rate_limit.requests_per_unit;
+            let near = metrics::near_threshold(requests_per_unit, self.near_limit_ratio);
+            let split = RuleHits::split(
+                u64::from(requests_per_unit),
+                near,
+                used[*at],
+                *hits,
+                limit.matched.shadow_mode,
+            );
+            used[*at] = used[*at].saturating_add(*hits);
+            metrics::record_rule(stat_key, &split);
+        }
     }
 
     /// Decides the enforced limits `at` of `limits`; whether the request is admitted.
@@ -417,11 +458,16 @@ impl RateLimitServer {
             };
             (
                 asked_at,
-                answer.map(|v| (v.is_allowed(), v.decisions().to_vec())),
+                answer.map(|v| (v.is_allowed(), v.decisions().to_vec(), v.degraded_by())),
             )
         };
         match answer {
-            Ok((allowed, decisions)) => {
+            Ok((allowed, decisions, degraded_by)) => {
+                if let Some(failure) = degraded_by {
+                    // The store failed (or was skipped after failing): the failure policy
+                    // decided this call.
+                    metrics::record_store_error(failure);
+                }
                 for (&i, decision) in asked_at.iter().zip(decisions) {
                     limits[i].decision = Some(decision);
                 }
@@ -478,6 +524,29 @@ impl Merged<'_> {
         Some(Limit::new(&self.matched.bucket, self.policy?).with_cost(cost))
     }
 
+    /// What the store was asked to count: the cost, or one for a peek (see [`limit`](Self::limit)).
+    fn asked(&self) -> u64 {
+        if self.cost == 0 || self.never {
+            1
+        } else {
+            self.cost
+        }
+    }
+
+    /// How much of the limit was in use before this request: its count less the room its
+    /// decision saw (a decision that admitted had room for what was asked, and tells what is
+    /// left after it; one that denied tells the room there was). No decision (a limit of zero,
+    /// or one the limiter refused): nothing in use.
+    fn used_before(&self) -> u64 {
+        let capacity = u64::from(self.matched.rate_limit.requests_per_unit);
+        let room = match self.decision {
+            Some(d) if d.is_allowed() => u64::from(d.remaining()).saturating_add(self.asked()),
+            Some(d) => u64::from(d.remaining()),
+            None => 0,
+        };
+        capacity.saturating_sub(room)
+    }
+
     fn is_over(&self) -> bool {
         self.never || self.decision.is_some_and(|d| !d.is_allowed())
     }
@@ -520,9 +589,16 @@ fn override_of(
         Ok(PbUnit::Unknown) | Err(_) => None,
     };
     let mut bucket = BucketKey::new(domain);
+    // envoyproxy/ratelimit's key of a request's own limit: every entry, `key_value` (`key` for an
+    // empty value).
+    let mut stat_key = StatKey::new(domain);
     for entry in &descriptor.entries {
         bucket.push(&entry.key);
         bucket.push(&entry.value);
+        stat_key.push(
+            &entry.key,
+            Some(entry.value.as_str()).filter(|v| !v.is_empty()),
+        );
     }
     bucket.push(&format!(
         "limit override: {} per {}",
@@ -545,6 +621,7 @@ fn override_of(
         quota_mode: false,
         bucket: bucket.finish(),
         field: "limit override".into(),
+        stat_key,
     }
 }
 
@@ -709,10 +786,224 @@ impl RateLimitService for RateLimitServer {
         &self,
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
+        let started = std::time::Instant::now();
         let answer = self.decide(request.get_ref()).await;
+        metrics::record_call(started.elapsed());
         if answer.is_err() {
             self.metrics.error();
         }
         answer.map(Response::new)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry as PbEntry;
+    use ratelimit_core::MemoryStore;
+
+    const CONFIG: &str = r#"
+domain: edge
+descriptors:
+  - key: remote_address
+    rate_limit: { unit: minute, requests_per_unit: 10 }
+  - key: path
+    value: /login
+    rate_limit: { unit: minute, requests_per_unit: 2 }
+    shadow_mode: true
+  - key: tenant
+    value: acme
+    descriptors:
+      - key: plan
+        rate_limit: { unit: minute, requests_per_unit: 5 }
+  - key: user
+    detailed_metric: true
+    rate_limit: { unit: minute, requests_per_unit: 5 }
+  - key: route
+    value: "api*"
+    value_to_metric: true
+    rate_limit: { unit: minute, requests_per_unit: 5 }
+"#;
+
+    fn server() -> RateLimitServer {
+        let config = Config::parse("edge.yaml", CONFIG).unwrap();
+        RateLimitServer::new(config, Arc::new(Limiter::new(MemoryStore::new())))
+    }
+
+    /// A request of one descriptor with `entries`, costing `hits`.
+    fn request(entries: &[(&str, &str)], hits: u32) -> RateLimitRequest {
+        RateLimitRequest {
+            domain: "edge".into(),
+            descriptors: vec![RateLimitDescriptor {
+                entries: entries
+                    .iter()
+                    .map(|(key, value)| PbEntry {
+                        key: (*key).into(),
+                        value: (*value).into(),
+                    })
+                    .collect(),
+                ..RateLimitDescriptor::default()
+            }],
+            hits_addend: hits,
+        }
+    }
+
+    /// Each request's overall code, and the exposition text of what answering them recorded,
+    /// in a recorder of their own.
+    fn answer(server: &RateLimitServer, requests: &[RateLimitRequest]) -> (Vec<Code>, String) {
+        let recorder = metrics::builder().unwrap().build_recorder();
+        let handle = recorder.handle();
+        // A runtime on this thread, so that the local recorder sees everything the calls record.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let codes = ::metrics::with_local_recorder(&recorder, || {
+            runtime.block_on(async {
+                let mut codes = Vec::new();
+                for request in requests {
+                    let answer = server
+                        .should_rate_limit(Request::new(request.clone()))
+                        .await;
+                    codes.push(match answer {
+                        Ok(response) => Code::try_from(response.get_ref().overall_code).unwrap(),
+                        Err(_) => Code::Unknown,
+                    });
+                }
+                codes
+            })
+        });
+        (codes, handle.render())
+    }
+
+    /// The value of `name{labels}` in `text`.
+    fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
+        let sample = format!("{name}{{{labels}}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&sample)?.parse().ok())
+    }
+
+    #[test]
+    fn within_near_and_over_limit_count_hits_as_envoyproxy_does() {
+        let ip = [("remote_address", "10.0.0.1")];
+        // Limit 10, near-limit threshold 8: 7 hits within; 2 more, within and one of them near;
+        // 3 more from 9: over (2 of them), the one up to the limit near.
+        let (codes, text) = answer(
+            &server(),
+            &[request(&ip, 7), request(&ip, 2), request(&ip, 3)],
+        );
+        assert_eq!(codes, [Code::Ok, Code::Ok, Code::OverLimit]);
+        let rule = r#"domain="edge",key1="remote_address""#;
+        assert_eq!(
+            value(&text, metrics::TOTAL_HITS, rule),
+            Some(12.0),
+            "{text}"
+        );
+        assert_eq!(value(&text, metrics::WITHIN_LIMIT, rule), Some(9.0));
+        assert_eq!(value(&text, metrics::NEAR_LIMIT, rule), Some(2.0));
+        assert_eq!(value(&text, metrics::OVER_LIMIT, rule), Some(2.0));
+        assert_eq!(value(&text, metrics::SHADOW_MODE, rule), None);
+        let method = r#"grpc_method="ShouldRateLimit""#;
+        assert_eq!(value(&text, metrics::TOTAL_REQUESTS, method), Some(3.0));
+        assert_eq!(
+            value(&text, &format!("{}_count", metrics::RESPONSE_TIME), method),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&text, metrics::REQUESTS, r#"code="over_limit""#),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn the_near_limit_ratio_is_a_setting() {
+        let ip = [("remote_address", "10.0.0.1")];
+        // Ratio 0.5: the threshold of 10 is 5, and the sixth hit is near.
+        let (_, text) = answer(&server().with_near_limit_ratio(0.5), &[request(&ip, 6)]);
+        let rule = r#"domain="edge",key1="remote_address""#;
+        assert_eq!(value(&text, metrics::NEAR_LIMIT, rule), Some(1.0), "{text}");
+        assert_eq!(value(&text, metrics::WITHIN_LIMIT, rule), Some(6.0));
+    }
+
+    #[test]
+    fn shadow_mode_counts_its_over_limit_hits_and_answers_ok() {
+        let login = [("path", "/login")];
+        let (codes, text) = answer(
+            &server(),
+            &[request(&login, 1), request(&login, 1), request(&login, 1)],
+        );
+        assert_eq!(codes, [Code::Ok, Code::Ok, Code::Ok]);
+        let rule = r#"domain="edge",key1="path_/login""#;
+        assert_eq!(value(&text, metrics::TOTAL_HITS, rule), Some(3.0), "{text}");
+        assert_eq!(value(&text, metrics::OVER_LIMIT, rule), Some(1.0));
+        assert_eq!(value(&text, metrics::SHADOW_MODE, rule), Some(1.0));
+        assert_eq!(value(&text, metrics::WITHIN_LIMIT, rule), Some(2.0));
+        // One request of the three was over in shadow mode.
+        let shadow_requests = format!("{} 1", metrics::SHADOW_OVER_LIMIT);
+        assert!(text.lines().any(|line| line == shadow_requests), "{text}");
+    }
+
+    #[test]
+    fn a_two_level_rule_has_key2() {
+        let (_, text) = answer(
+            &server(),
+            &[request(&[("tenant", "acme"), ("plan", "free")], 1)],
+        );
+        let rule = r#"domain="edge",key1="tenant_acme",key2="plan""#;
+        assert_eq!(value(&text, metrics::TOTAL_HITS, rule), Some(1.0), "{text}");
+        assert_eq!(value(&text, metrics::WITHIN_LIMIT, rule), Some(1.0));
+    }
+
+    #[test]
+    fn detailed_metric_and_value_to_metric_name_the_request_value() {
+        let (_, text) = answer(
+            &server(),
+            &[
+                request(&[("user", "alice")], 1),
+                request(&[("user", "bob")], 2),
+                request(&[("route", "api/v1")], 1),
+            ],
+        );
+        // Without `detailed_metric` both would be key1="user".
+        for (user, hits) in [("alice", 1.0), ("bob", 2.0)] {
+            let rule = format!(r#"domain="edge",key1="user_{user}""#);
+            assert_eq!(
+                value(&text, metrics::TOTAL_HITS, &rule),
+                Some(hits),
+                "{text}"
+            );
+        }
+        assert!(!text.contains(r#"key1="user""#), "{text}");
+        // Without `value_to_metric` it would be the pattern, key1="route_api*".
+        let rule = r#"domain="edge",key1="route_api/v1""#;
+        assert_eq!(value(&text, metrics::TOTAL_HITS, rule), Some(1.0), "{text}");
+    }
+
+    #[test]
+    fn errors_are_service_errors() {
+        let mut empty = request(&[("remote_address", "10.0.0.1")], 1);
+        empty.domain.clear();
+        let (codes, text) = answer(&server(), &[empty]);
+        assert_eq!(codes, [Code::Unknown]);
+        assert_eq!(
+            value(
+                &text,
+                metrics::SHOULD_RATE_LIMIT_ERROR,
+                r#"err_type="service_error""#
+            ),
+            Some(1.0),
+            "{text}"
+        );
+        assert_eq!(
+            value(
+                &text,
+                metrics::TOTAL_REQUESTS,
+                r#"grpc_method="ShouldRateLimit""#
+            ),
+            Some(1.0)
+        );
+        // Nothing was decided: no rule counted anything.
+        assert!(!text.contains(metrics::TOTAL_HITS), "{text}");
     }
 }
