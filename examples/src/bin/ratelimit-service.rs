@@ -31,6 +31,7 @@ use ratelimit_examples::envoy::metrics::{self, Metrics};
 use ratelimit_examples::envoy::reload::Reloader;
 use ratelimit_examples::envoy::service::RateLimitServer;
 use ratelimit_examples::envoy::settings::{Anomaly, Cli, Command, Failure, Settings};
+use ratelimit_examples::envoy::telemetry;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -130,22 +131,25 @@ fn check(path: &Path) -> Result<(), Error> {
 
 fn serve(cli: Cli) -> Result<(), Error> {
     let settings = Settings::from_env(cli.flags)?;
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log_filter)?;
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    if settings.log_json {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
-    for note in &settings.notes {
-        tracing::info!("{note}");
-    }
     // Before anything records: what is recorded without a recorder is lost.
     let prometheus = metrics::install()?;
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .build()?
-        .block_on(run(settings, prometheus))
+        .build()?;
+    runtime.block_on(async move {
+        // In the runtime: the span exporter runs on it.
+        let telemetry = telemetry::init(
+            &settings.log_filter,
+            settings.log_json,
+            settings.tracing.as_ref(),
+        )?;
+        for note in &settings.notes {
+            tracing::info!("{note}");
+        }
+        let served = run(settings, prometheus).await;
+        telemetry.shutdown();
+        served
+    })
 }
 
 /// A limiter over `store` with the settings' failure policy, replicas and over-limit cache.

@@ -9,7 +9,8 @@
 //! - [`matcher`]: wildcard values (`*` anywhere, any number of times);
 //! - [`service`]: `ShouldRateLimit`, every descriptor of a request decided all-or-nothing;
 //! - [`metrics`]: what the service answered;
-//! - [`reload`]: a changed configuration loaded while serving, a broken one refused.
+//! - [`reload`]: a changed configuration loaded while serving, a broken one refused;
+//! - [`telemetry`]: logs, and OpenTelemetry traces where `TRACING_ENABLED` is set.
 
 pub mod backend;
 pub mod config;
@@ -20,3 +21,4 @@ pub mod metrics;
 pub mod reload;
 pub mod service;
 pub mod settings;
+pub mod telemetry;

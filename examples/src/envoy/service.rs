@@ -37,6 +37,7 @@ use envoy_types::pb::google::protobuf::{
 use parking_lot::RwLock;
 use ratelimit_core::{BucketKey, Decision, Limit, Limiter, MAX_LIMITS, Policy};
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::config::{Config, ConfigError, Entry, Matched, RateLimit, StatKey, Unit};
 use super::metrics::{self, DEFAULT_NEAR_LIMIT_RATIO, Metrics, RuleHits};
@@ -787,10 +788,26 @@ impl RateLimitService for RateLimitServer {
         request: Request<RateLimitRequest>,
     ) -> Result<Response<RateLimitResponse>, Status> {
         let started = std::time::Instant::now();
-        let answer = self.decide(request.get_ref()).await;
+        let request = request.get_ref();
+        // One span a call (exported where TRACING_ENABLED is set), with its domain, its size
+        // and its outcome; descriptor values stay out of it, they are the clients'.
+        let span = tracing::info_span!(
+            "ShouldRateLimit",
+            domain = %request.domain,
+            descriptors = request.descriptors.len(),
+            code = tracing::field::Empty,
+        );
+        let answer = self.decide(request).instrument(span.clone()).await;
         metrics::record_call(started.elapsed());
-        if answer.is_err() {
-            self.metrics.error();
+        match &answer {
+            Ok(response) => {
+                let code = Code::try_from(response.overall_code).unwrap_or(Code::Unknown);
+                span.record("code", code.as_str_name());
+            }
+            Err(status) => {
+                span.record("code", status.code().description());
+                self.metrics.error();
+            }
         }
         answer.map(Response::new)
     }

@@ -232,8 +232,67 @@ pub struct Settings {
     pub log_filter: String,
     /// Log lines as JSON (`LOG_FORMAT=json`).
     pub log_json: bool,
+    /// OpenTelemetry traces (`TRACING_ENABLED`), if enabled.
+    pub tracing: Option<TracingSettings>,
     /// Variables that were read and have no effect here, with the reason, for the log.
     pub notes: Vec<String>,
+}
+
+/// How traces are exported (envoyproxy/ratelimit's `TRACING_*` variables).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TracingSettings {
+    /// `TRACING_EXPORTER_PROTOCOL`.
+    pub protocol: TraceProtocol,
+    /// `TRACING_SERVICE_NAME` (`RateLimit`).
+    pub service_name: String,
+    /// `TRACING_SERVICE_NAMESPACE`.
+    pub service_namespace: Option<String>,
+    /// `TRACING_SERVICE_INSTANCE_ID`.
+    pub service_instance_id: Option<String>,
+    /// `TRACING_SAMPLING_RATE`, the share of traces kept, 0 to 1.
+    pub sampling_rate: f64,
+}
+
+/// OTLP over HTTP or gRPC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TraceProtocol {
+    /// OTLP/HTTP with protobuf bodies.
+    Http,
+    /// OTLP/gRPC.
+    Grpc,
+}
+
+fn tracing_settings(env: &Env<'_>) -> Result<TracingSettings, SettingsError> {
+    let protocol = match env
+        .string("TRACING_EXPORTER_PROTOCOL", "http")
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "http" => TraceProtocol::Http,
+        "grpc" => TraceProtocol::Grpc,
+        other => {
+            return Err(SettingsError::Invalid {
+                name: "TRACING_EXPORTER_PROTOCOL",
+                value: other.to_string(),
+                expected: "http or grpc",
+            });
+        }
+    };
+    let sampling_rate: f64 = env.number("TRACING_SAMPLING_RATE", 1.0, "a rate from 0 to 1")?;
+    if !(0.0..=1.0).contains(&sampling_rate) {
+        return Err(SettingsError::Invalid {
+            name: "TRACING_SAMPLING_RATE",
+            value: sampling_rate.to_string(),
+            expected: "a rate from 0 to 1",
+        });
+    }
+    Ok(TracingSettings {
+        protocol,
+        service_name: env.string("TRACING_SERVICE_NAME", "RateLimit"),
+        service_namespace: env.get("TRACING_SERVICE_NAMESPACE"),
+        service_instance_id: env.get("TRACING_SERVICE_INSTANCE_ID"),
+        sampling_rate,
+    })
 }
 
 /// A setting that does not parse.
@@ -410,13 +469,11 @@ impl Settings {
                     .to_string(),
             );
         }
-        if env.bool("TRACING_ENABLED", false)? {
-            notes.push(
-                "TRACING_ENABLED: decisions are traced with `tracing` spans in the log; no \
-                 OpenTelemetry exporter is built in"
-                    .to_string(),
-            );
-        }
+        let tracing = if env.bool("TRACING_ENABLED", false)? {
+            Some(tracing_settings(&env)?)
+        } else {
+            None
+        };
 
         let failure = match flags.failure_policy {
             Some(failure) => failure,
@@ -496,6 +553,7 @@ impl Settings {
             healthy_needs_config: env.bool("HEALTHY_WITH_AT_LEAST_ONE_CONFIG_LOADED", false)?,
             log_filter,
             log_json,
+            tracing,
             notes,
         })
     }
@@ -940,10 +998,15 @@ mod tests {
             ("PROMETHEUS_ADDR", "nine"),
             ("BACKEND_TYPE", "memcache"),
             ("BACKEND_TYPE", "etcd"),
+            ("TRACING_EXPORTER_PROTOCOL", "zipkin"),
+            ("TRACING_SAMPLING_RATE", "2"),
         ] {
             let mut vars = vec![(name, value), ("REDIS_URL", "r:1")];
             if name == "PROMETHEUS_ADDR" {
                 vars.push(("USE_PROMETHEUS", "true"));
+            }
+            if name.starts_with("TRACING_") {
+                vars.push(("TRACING_ENABLED", "true"));
             }
             let error = resolve(Flags::default(), &vars).unwrap_err();
             assert!(
