@@ -258,7 +258,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             .loaded(texts);
         let stats = reloader.stats();
         // Runs until the process ends.
-        drop(reloader.spawn(server.config_handle()));
+        drop(reloader.spawn(server.config_handle())?);
         Some(stats)
     };
     // Ready once the gRPC port is bound: the configuration is loaded by then.

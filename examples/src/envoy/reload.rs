@@ -1,28 +1,41 @@
 //! Reloading a configuration when its files change: only complete files, and only valid ones.
 //!
+//! The kernel says when something changed: the reloader watches a *watch root* through the
+//! `notify` crate (inotify on Linux), by default the configuration path itself, or a runtime root
+//! above it (envoyproxy/ratelimit's `RUNTIME_WATCH_ROOT`, whose `current -> v2` link is swapped
+//! to publish a new version). A directory is watched recursively; a file or a symbolic link is
+//! watched through the directory that holds it too, because a file replaced by a rename or a
+//! link pointed elsewhere changes that directory, not the old file the watch was following.
+//!
 //! A file read while it is being written can be a valid prefix of the new file (the first
 //! descriptors of a domain, say), and loading it would silently drop the rest. So a change is
-//! loaded only once it has *settled*: the watcher reads the whole configuration on every tick,
-//! and parses a new text only after it has read the same text for a settle period. What it parses
-//! is exactly the text it compared, never a later read.
+//! loaded only once it has *settled*: an event (re)starts a settle timer, and the configuration
+//! is parsed only when it has read the same text at the start and at the end of a settle period
+//! with no event in between. What it parses is exactly the text it compared, never a later read.
 //!
 //! Files are compared by content, not by modification time, and read through their symbolic
 //! links. A Kubernetes ConfigMap volume is a set of links (`ratelimit.yaml -> ..data/ratelimit.yaml`,
 //! `..data -> ..2026_12_03_06_00_00.1234`) whose `..data` link is replaced atomically by a new
 //! timestamped directory: the links themselves never change, the files they lead to do, and a
-//! content comparison sees that whatever the timestamps say.
+//! content comparison sees that whatever the timestamps say. The rename of `..data` is an event
+//! on the ConfigMap's directory, which is watched whether the configuration path is that
+//! directory or a file in it.
 //!
 //! A configuration that does not parse, or that has a limit the store cannot count, is refused
 //! with its file, line and field, and the running configuration stays.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use notify::event::{AccessKind, AccessMode};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use parking_lot::RwLock;
 use ratelimit_core::Store;
 use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::envoy::config::{Config, ConfigError};
 
@@ -32,6 +45,23 @@ pub enum WatchError {
     /// Polling every zero milliseconds is a busy loop, not a reload interval.
     #[error("the reload interval must be longer than zero (leave reloading off instead)")]
     ZeroInterval,
+    /// The watch root does not exist or cannot be looked at.
+    #[error("cannot watch {}: {source}", path.display())]
+    Missing {
+        /// The watch root.
+        path: PathBuf,
+        /// Why it could not be looked at.
+        source: std::io::Error,
+    },
+    /// The kernel refused the watch: the path went away, it is not readable, or a limit is
+    /// reached (on Linux `fs.inotify.max_user_watches` or `fs.inotify.max_user_instances`).
+    #[error("cannot watch {}: {source}", path.display())]
+    Watch {
+        /// The path the kernel was asked to watch.
+        path: PathBuf,
+        /// What `notify` reported.
+        source: notify::Error,
+    },
 }
 
 /// What the watcher has done, for `/metrics` and for tests that wait for a reload.
@@ -66,20 +96,131 @@ impl ReloadStats {
     }
 }
 
-/// What the watcher read on one tick: every file's name and text, or why it could not.
+/// What the watcher read at one look: every file's name and text, or why it could not.
 #[derive(Debug, PartialEq, Eq)]
 enum Snapshot {
     Files(Vec<(PathBuf, String)>),
     Unreadable(String),
 }
 
-async fn snapshot(path: &std::path::Path) -> Snapshot {
+async fn snapshot(path: &Path, ignore_dotfiles: bool) -> Snapshot {
     let path = path.to_owned();
     // Reading files blocks: off the runtime's workers.
-    match tokio::task::spawn_blocking(move || Config::read(&path)).await {
+    match tokio::task::spawn_blocking(move || Config::read_with(&path, ignore_dotfiles)).await {
         Ok(Ok(files)) => Snapshot::Files(files),
         Ok(Err(error)) => Snapshot::Unreadable(error.to_string()),
         Err(error) => Snapshot::Unreadable(error.to_string()),
+    }
+}
+
+/// Whether `event` can mean the configuration changed.
+///
+/// Opening and reading files are events too, the reloader's own reads among them: they would
+/// restart the settle timer forever. A write that completes (`Close(Write)`) is kept. With
+/// `ignore_dotfiles`, changes to files whose names start with one dot (editors' swap files,
+/// `.git`) are dropped, but not to names starting with two: Kubernetes' `..data` link and its
+/// `..<timestamp>` directories are how a ConfigMap update arrives. An error (the kernel's queue
+/// overflowed, say) may hide a change, so it wakes the reloader too.
+fn wakes(event: &notify::Result<Event>, ignore_dotfiles: bool) -> bool {
+    let event = match event {
+        Ok(event) => event,
+        Err(_) => return true,
+    };
+    if event.need_rescan() {
+        return true;
+    }
+    if let EventKind::Access(kind) = event.kind {
+        if kind != AccessKind::Close(AccessMode::Write) {
+            return false;
+        }
+    }
+    let dotfile = |path: &PathBuf| {
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.') && !n.starts_with(".."))
+    };
+    !(ignore_dotfiles && !event.paths.is_empty() && event.paths.iter().all(dotfile))
+}
+
+/// The paths to ask the kernel to watch for `root`, and how.
+fn plan(root: &Path) -> Vec<(PathBuf, RecursiveMode)> {
+    let link = std::fs::symlink_metadata(root).is_ok_and(|m| m.file_type().is_symlink());
+    if root.is_dir() && !link {
+        return vec![(root.to_owned(), RecursiveMode::Recursive)];
+    }
+    // A file replaced by a rename, or a link swapped to a new target, is an event in the
+    // directory that holds it: a watch on the file itself follows the old inode.
+    let parent = match root.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let mut plan = vec![(parent, RecursiveMode::NonRecursive)];
+    if link {
+        // What the link leads to now, for changes made in place there; re-armed when the link
+        // moves (see `Armed::follow`).
+        let mode = if root.is_dir() {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        plan.push((root.to_owned(), mode));
+    }
+    plan
+}
+
+/// A kernel watch on a watch root, and where the root led when it was set up.
+struct Armed {
+    // Kept for its drop: the watch ends with it.
+    _watcher: RecommendedWatcher,
+    target: Option<PathBuf>,
+}
+
+impl Armed {
+    fn new(root: &Path, wake: &mpsc::Sender<()>, ignore_dotfiles: bool) -> Result<Self, WatchError> {
+        let target = std::fs::canonicalize(root).map_err(|source| WatchError::Missing {
+            path: root.to_owned(),
+            source,
+        })?;
+        let wake = wake.clone();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
+            if let Err(error) = &event {
+                tracing::warn!(%error, "configuration watch; reading the configuration again");
+            }
+            if wakes(&event, ignore_dotfiles) {
+                // Full: a wake-up is already waiting, which is all this one would say.
+                let _ = wake.try_send(());
+            }
+        })
+        .map_err(|source| WatchError::Watch {
+            path: root.to_owned(),
+            source,
+        })?;
+        for (path, mode) in plan(root) {
+            watcher
+                .watch(&path, mode)
+                .map_err(|source| WatchError::Watch { path, source })?;
+        }
+        Ok(Armed {
+            _watcher: watcher,
+            target: Some(target),
+        })
+    }
+
+    /// Watches again where `root` leads now, if that changed (a swapped `current` link whose old
+    /// target the recursive watch was following). Failing, the old watch stays and the poll
+    /// covers the gap until the next try.
+    fn follow(&mut self, root: &Path, wake: &mpsc::Sender<()>, ignore_dotfiles: bool) {
+        if std::fs::canonicalize(root).ok() == self.target {
+            return;
+        }
+        match Armed::new(root, wake, ignore_dotfiles) {
+            Ok(armed) => *self = armed,
+            Err(error) => {
+                // Not the same failure again on every look.
+                self.target = None;
+                tracing::warn!(%error, "configuration watch not moved; polling covers it");
+            }
+        }
     }
 }
 
@@ -87,6 +228,8 @@ async fn snapshot(path: &std::path::Path) -> Snapshot {
 /// valid change.
 pub struct Reloader {
     path: PathBuf,
+    watch_root: Option<PathBuf>,
+    ignore_dotfiles: bool,
     every: Duration,
     settle: Duration,
     store: Option<Arc<dyn Store>>,
@@ -94,26 +237,61 @@ pub struct Reloader {
     stats: Arc<ReloadStats>,
 }
 
+/// Where the watcher is between two looks.
+struct State {
+    /// The text last judged, loaded or refused.
+    applied: Option<Snapshot>,
+    /// A text read that differs from the applied one, and since when it has stayed the same
+    /// with no event.
+    pending: Option<(Snapshot, Instant)>,
+    /// When to look again, if the settle timer runs.
+    due: Option<Instant>,
+}
+
 impl Reloader {
-    /// Watches `path` (a file or a directory of them) every `every`, with a settle period of
-    /// the larger of `every` and one second unless set with [`settle`](Self::settle).
+    /// Reads `path` (a file or a directory of them) when the kernel reports a change under the
+    /// watch root (by default `path`; see [`watch_root`](Self::watch_root)), and also every
+    /// `every` as a safety net, with a settle period of one second unless set with
+    /// [`settle`](Self::settle).
+    ///
+    /// The poll stays because events do not always come: network and FUSE file systems (NFS,
+    /// SMB, some CSI volumes) report nothing for changes made on another machine, and a
+    /// kernel queue that overflows drops events. Make `every` long (a minute) where events are
+    /// reliable: it then costs one read of the configuration per interval.
     pub fn new(path: PathBuf, every: Duration) -> Result<Self, WatchError> {
         if every.is_zero() {
             return Err(WatchError::ZeroInterval);
         }
         Ok(Reloader {
             path,
+            watch_root: None,
+            ignore_dotfiles: false,
             every,
-            settle: every.max(Duration::from_secs(1)),
+            settle: Duration::from_secs(1),
             store: None,
             loaded: None,
             stats: Arc::new(ReloadStats::default()),
         })
     }
 
-    /// How long a changed text must stay the same before it is parsed. A writer that pauses
-    /// for longer than this in the middle of a file can still have its prefix read: write
-    /// configurations by renaming a complete file into place where you can.
+    /// Watches `root` for changes instead of the configuration path: envoyproxy/ratelimit's
+    /// `RUNTIME_ROOT` where `RUNTIME_WATCH_ROOT` is true, a directory or the `current` link
+    /// whose swap to a new version directory is then seen.
+    pub fn watch_root(mut self, root: PathBuf) -> Self {
+        self.watch_root = Some(root);
+        self
+    }
+
+    /// Leaves out files whose names start with a dot, in reading and in watching
+    /// (`RUNTIME_IGNOREDOTFILES`, see [`Config::read_with`]).
+    pub fn ignore_dotfiles(mut self, ignore: bool) -> Self {
+        self.ignore_dotfiles = ignore;
+        self
+    }
+
+    /// How long a changed text must stay the same, with no event, before it is parsed. A
+    /// writer that pauses for longer than this in the middle of a file can still have its
+    /// prefix read: write configurations by renaming a complete file into place where you can.
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
         self
@@ -138,51 +316,100 @@ impl Reloader {
     }
 
     /// Starts watching; each settled valid change replaces what `config` holds. Stops when the
-    /// returned task is aborted or dropped with the runtime.
-    pub fn spawn(self, config: Arc<RwLock<Arc<Config>>>) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run(config))
+    /// returned task is aborted or dropped with the runtime. Fails if the watch root is missing
+    /// or the kernel refuses to watch it; needs a Tokio runtime.
+    pub fn spawn(
+        self,
+        config: Arc<RwLock<Arc<Config>>>,
+    ) -> Result<tokio::task::JoinHandle<()>, WatchError> {
+        // One waiting wake-up says all there is to say: something changed since the last look.
+        let (wake, woken) = mpsc::channel(1);
+        let root = self.root().to_owned();
+        let armed = Armed::new(&root, &wake, self.ignore_dotfiles)?;
+        Ok(tokio::spawn(self.run(config, armed, wake, woken)))
     }
 
-    async fn run(self, config: Arc<RwLock<Arc<Config>>>) {
-        let mut applied = self.loaded.clone().map(Snapshot::Files);
-        // A text read that differs from the applied one, and since when it has stayed the same.
-        let mut pending: Option<(Snapshot, Instant)> = None;
-        let mut interval = tokio::time::interval(self.every);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    fn root(&self) -> &Path {
+        self.watch_root.as_deref().unwrap_or(&self.path)
+    }
+
+    async fn run(
+        self,
+        config: Arc<RwLock<Arc<Config>>>,
+        mut armed: Armed,
+        // Held so that `woken` never closes while the watch is being moved.
+        wake: mpsc::Sender<()>,
+        mut woken: mpsc::Receiver<()>,
+    ) {
+        let mut state = State {
+            applied: self.loaded.clone().map(Snapshot::Files),
+            pending: None,
+            due: None,
+        };
+        // The first tick is now: a change made between the caller's read and the watch's start
+        // produced no event this watch saw.
+        let mut poll = tokio::time::interval(self.every);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            interval.tick().await;
-            let now = snapshot(&self.path).await;
-            if applied.as_ref() == Some(&now) {
-                pending = None;
-                continue;
-            }
-            match &pending {
-                Some((seen, since)) if *seen == now => {
-                    if since.elapsed() < self.settle {
+            let due = state.due;
+            tokio::select! {
+                _ = poll.tick() => {}
+                Some(()) = woken.recv() => {
+                    let now = Instant::now();
+                    let idle = state.due.is_none();
+                    // Something changed: whatever was read before is not settled yet.
+                    if let Some((_, since)) = &mut state.pending {
+                        *since = now;
+                    }
+                    state.due = Some(now + self.settle);
+                    if !idle {
                         continue;
                     }
+                    // The first event of a burst: read now, to compare with what the end of the
+                    // settle period reads.
                 }
-                _ => {
-                    // New, or still changing: wait until it stays the same.
-                    pending = Some((now, Instant::now()));
-                    continue;
-                }
+                () = sleep_until(due), if due.is_some() => state.due = None,
             }
-            pending = None;
-            match self.parse(&now) {
-                Ok(loaded) => {
-                    *config.write() = Arc::new(loaded);
-                    self.stats.loaded.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(path = %self.path.display(), "configuration reloaded");
-                }
-                Err(error) => {
-                    self.stats.refused.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(%error, "configuration refused; the running one stays");
-                }
-            }
-            // Refused or not, this text has been judged: judge it again only once it changes.
-            applied = Some(now);
+            armed.follow(self.root(), &wake, self.ignore_dotfiles);
+            self.look(&mut state, &config).await;
         }
+    }
+
+    /// Reads the configuration and loads or refuses it once it has settled.
+    async fn look(&self, state: &mut State, config: &RwLock<Arc<Config>>) {
+        let now = snapshot(&self.path, self.ignore_dotfiles).await;
+        if state.applied.as_ref() == Some(&now) {
+            state.pending = None;
+            return;
+        }
+        let settled_at = match &state.pending {
+            Some((seen, since)) if *seen == now => *since + self.settle,
+            _ => {
+                // New, or still changing: wait until it stays the same.
+                let at = Instant::now() + self.settle;
+                state.pending = Some((now, Instant::now()));
+                state.due = Some(state.due.map_or(at, |due| due.max(at)));
+                return;
+            }
+        };
+        if Instant::now() < settled_at {
+            state.due = Some(state.due.map_or(settled_at, |due| due.max(settled_at)));
+            return;
+        }
+        state.pending = None;
+        match self.parse(&now) {
+            Ok(loaded) => {
+                *config.write() = Arc::new(loaded);
+                self.stats.loaded.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(path = %self.path.display(), "configuration reloaded");
+            }
+            Err(error) => {
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(%error, "configuration refused; the running one stays");
+            }
+        }
+        // Refused or not, this text has been judged: judge it again only once it changes.
+        state.applied = Some(now);
     }
 
     fn parse(&self, snapshot: &Snapshot) -> Result<Config, String> {
@@ -200,14 +427,22 @@ impl Reloader {
     }
 }
 
-/// Watches `path` every `every` and puts each settled, valid change in `config` (see
-/// [`Reloader`] for the settle period and the store check).
+/// Sleeps until `due`, or forever without one (the `select!` branch is disabled then anyway).
+async fn sleep_until(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Watches `path` and puts each settled, valid change in `config` (see [`Reloader`] for the
+/// events, the poll every `every`, the settle period and the store check).
 pub fn watch(
     path: PathBuf,
     config: Arc<RwLock<Arc<Config>>>,
     every: Duration,
 ) -> Result<tokio::task::JoinHandle<()>, WatchError> {
-    Ok(Reloader::new(path, every)?.spawn(config))
+    Reloader::new(path, every)?.spawn(config)
 }
 
 #[cfg(test)]
@@ -261,7 +496,7 @@ mod tests {
             .settle(Duration::from_millis(60))
             .loaded(Config::read(&path).unwrap());
         let stats = reloader.stats();
-        let task = reloader.spawn(config.clone());
+        let task = reloader.spawn(config.clone()).unwrap();
         std::fs::write(&path, file("zero")).unwrap();
         assert!(eventually(|| stats.refused() == 1).await, "never judged");
         assert_eq!(
