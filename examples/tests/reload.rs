@@ -107,7 +107,10 @@ async fn a_file_rewritten_in_place_is_reloaded_before_any_poll() {
             async move { limits_of(&mut client, &["remote_address"]).await == [Some(limit)] }
         })
         .await;
-        assert!(reloaded, "the rewrite to {limit} was not loaded by an event");
+        assert!(
+            reloaded,
+            "the rewrite to {limit} was not loaded by an event"
+        );
     }
     let loaded = "ratelimit_service_config_reloads_total{result=\"loaded\"}";
     assert_eq!(service.metric(loaded).await, Some(2.0));

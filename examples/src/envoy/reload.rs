@@ -183,7 +183,11 @@ struct Armed {
 }
 
 impl Armed {
-    fn new(root: &Path, wake: &mpsc::Sender<()>, ignore_dotfiles: bool) -> Result<Self, WatchError> {
+    fn new(
+        root: &Path,
+        wake: &mpsc::Sender<()>,
+        ignore_dotfiles: bool,
+    ) -> Result<Self, WatchError> {
         let target = std::fs::canonicalize(root).map_err(|source| WatchError::Missing {
             path: root.to_owned(),
             source,
