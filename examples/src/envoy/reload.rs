@@ -45,6 +45,9 @@ pub enum WatchError {
     /// Polling every zero milliseconds is a busy loop, not a reload interval.
     #[error("the reload interval must be longer than zero (leave reloading off instead)")]
     ZeroInterval,
+    /// [`Reloader::spawn`] was called outside a Tokio runtime, which its task needs.
+    #[error("the configuration watcher needs a Tokio runtime to run on")]
+    NoRuntime,
     /// The watch root does not exist or cannot be looked at.
     #[error("cannot watch {}: {source}", path.display())]
     Missing {
@@ -175,11 +178,51 @@ fn plan(root: &Path) -> Vec<(PathBuf, RecursiveMode)> {
     plan
 }
 
-/// A kernel watch on a watch root, and where the root led when it was set up.
+/// What a watch root is: where it leads, and (on Unix) the inode there, so that a directory
+/// deleted and made again under the same name is watched again too.
+#[derive(Debug, PartialEq, Eq)]
+struct Identity {
+    target: PathBuf,
+    inode: u64,
+}
+
+impl Identity {
+    fn of(root: &Path) -> std::io::Result<Self> {
+        let target = std::fs::canonicalize(root)?;
+        let metadata = std::fs::metadata(&target)?;
+        #[cfg(unix)]
+        let inode = std::os::unix::fs::MetadataExt::ino(&metadata);
+        #[cfg(not(unix))]
+        let inode = {
+            drop(metadata);
+            0
+        };
+        Ok(Identity { target, inode })
+    }
+}
+
+/// A kernel watch on a watch root, and what the root was when it was set up.
 struct Armed {
     // Kept for its drop: the watch ends with it.
     _watcher: RecommendedWatcher,
-    target: Option<PathBuf>,
+    target: Option<Identity>,
+    /// Set when a watched path itself was removed or moved away: its watch is gone, even if a
+    /// new directory under the same name got the same inode number back.
+    stale: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Whether `event` removes or moves away one of the `watched` paths themselves.
+fn ends_watch(event: &notify::Result<Event>, watched: &[PathBuf]) -> bool {
+    use notify::event::{ModifyKind, RenameMode};
+    let Ok(event) = event else { return false };
+    let gone = matches!(
+        event.kind,
+        EventKind::Remove(_)
+            | EventKind::Modify(ModifyKind::Name(
+                RenameMode::From | RenameMode::Any | RenameMode::Both
+            ))
+    );
+    gone && event.paths.iter().any(|path| watched.contains(path))
 }
 
 impl Armed {
@@ -188,14 +231,24 @@ impl Armed {
         wake: &mpsc::Sender<()>,
         ignore_dotfiles: bool,
     ) -> Result<Self, WatchError> {
-        let target = std::fs::canonicalize(root).map_err(|source| WatchError::Missing {
+        let target = Identity::of(root).map_err(|source| WatchError::Missing {
             path: root.to_owned(),
             source,
         })?;
-        let wake = wake.clone();
+        let plan = plan(root);
+        // As the watcher names them in its events: made absolute, links not followed.
+        let watched: Vec<PathBuf> = plan
+            .iter()
+            .filter_map(|(path, _)| std::path::absolute(path).ok())
+            .collect();
+        let stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (wake, ended) = (wake.clone(), stale.clone());
         let mut watcher = notify::recommended_watcher(move |event: notify::Result<Event>| {
             if let Err(error) = &event {
                 tracing::warn!(%error, "configuration watch; reading the configuration again");
+            }
+            if ends_watch(&event, &watched) {
+                ended.store(true, Ordering::Relaxed);
             }
             if wakes(&event, ignore_dotfiles) {
                 // Full: a wake-up is already waiting, which is all this one would say.
@@ -206,7 +259,7 @@ impl Armed {
             path: root.to_owned(),
             source,
         })?;
-        for (path, mode) in plan(root) {
+        for (path, mode) in plan {
             watcher
                 .watch(&path, mode)
                 .map_err(|source| WatchError::Watch { path, source })?;
@@ -214,14 +267,15 @@ impl Armed {
         Ok(Armed {
             _watcher: watcher,
             target: Some(target),
+            stale,
         })
     }
 
     /// Watches again where `root` leads now, if that changed (a swapped `current` link whose old
-    /// target the recursive watch was following). Failing, the old watch stays and the poll
-    /// covers the gap until the next try.
+    /// target the recursive watch was following, a directory made anew). Failing, the old watch
+    /// stays and the poll covers the gap until the next try.
     fn follow(&mut self, root: &Path, wake: &mpsc::Sender<()>, ignore_dotfiles: bool) {
-        if std::fs::canonicalize(root).ok() == self.target {
+        if !self.stale.load(Ordering::Relaxed) && Identity::of(root).ok() == self.target {
             return;
         }
         match Armed::new(root, wake, ignore_dotfiles) {
@@ -327,17 +381,18 @@ impl Reloader {
     }
 
     /// Starts watching; each settled valid change replaces what `config` holds. Stops when the
-    /// returned task is aborted or dropped with the runtime. Fails if the watch root is missing
-    /// or the kernel refuses to watch it; needs a Tokio runtime.
+    /// returned task is aborted or dropped with the runtime. Fails if the watch root is missing,
+    /// if the kernel refuses to watch it, or outside a Tokio runtime.
     pub fn spawn(
         self,
         config: Arc<RwLock<Arc<Config>>>,
     ) -> Result<tokio::task::JoinHandle<()>, WatchError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| WatchError::NoRuntime)?;
         // One waiting wake-up says all there is to say: something changed since the last look.
         let (wake, woken) = mpsc::channel(1);
         let root = self.root().to_owned();
         let armed = Armed::new(&root, &wake, self.ignore_dotfiles)?;
-        Ok(tokio::spawn(self.run(config, armed, wake, woken)))
+        Ok(runtime.spawn(self.run(config, armed, wake, woken)))
     }
 
     fn root(&self) -> &Path {
@@ -727,6 +782,45 @@ mod tests {
             .unwrap_err();
         assert!(matches!(error, WatchError::Missing { .. }), "{error}");
         assert!(error.to_string().contains("nowhere"), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn spawning_outside_a_runtime_is_an_error() {
+        let dir = scratch("no-runtime");
+        let path = dir.join("edge.yaml");
+        std::fs::write(&path, file("10")).unwrap();
+        let error = reloader(&path, NO_POLL).spawn(running(&path)).unwrap_err();
+        assert!(matches!(error, WatchError::NoRuntime), "{error}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_directory_made_anew_is_watched_again() {
+        let dir = scratch("anew");
+        let conf = dir.join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("edge.yaml"), file("10")).unwrap();
+        let config = running(&conf);
+        let reloader = reloader(&conf, NO_POLL);
+        let stats = reloader.stats();
+        let task = reloader.spawn(config.clone()).unwrap();
+        started(&stats).await;
+        // Deleted (an event the old watch reports), then made again with a new file.
+        std::fs::remove_dir_all(&conf).unwrap();
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("edge.yaml"), file("20")).unwrap();
+        assert!(
+            eventually(|| limit(&config) == Some(20)).await,
+            "the new directory was not loaded"
+        );
+        // Only a watch on the new directory sees this.
+        rewrite(&conf.join("edge.yaml"), &file("30"));
+        assert!(
+            eventually(|| limit(&config) == Some(30)).await,
+            "a change in the new directory was not seen"
+        );
+        task.abort();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
