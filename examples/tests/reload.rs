@@ -1,6 +1,8 @@
 //! A running `ratelimit-service` whose configuration is rewritten: with an error, the old
 //! configuration keeps serving; fixed, the new one applies; a file caught half-written is never
-//! served; a Kubernetes ConfigMap's symlink swap is seen.
+//! served; a Kubernetes ConfigMap's symlink swap is seen. Each is seen through file-system
+//! events with a poll interval of a minute, and through the poll alone (an interval of 20 ms)
+//! where events are not what is tested.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -8,11 +10,11 @@ mod support;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitResponse;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use support::{Service, ask, descriptor, eventually, temp_dir};
+use support::{Service, ask, descriptor, temp_dir};
 use tonic::transport::Channel;
 
 fn config(per_hour: &str) -> String {
@@ -41,12 +43,17 @@ async fn limits_of(
     limits(&ask(client, "edge", descriptors, 0).await.unwrap())
 }
 
-async fn start(path: &Path, settle_ms: &str) -> Service {
+/// A poll interval that leaves only file-system events to see a change within [`soon`]'s 20 s.
+const EVENTS_ONLY: &str = "60000";
+/// A poll interval short enough that the poll sees every change.
+const POLLED: &str = "20";
+
+async fn start(path: &Path, reload_ms: &str, settle_ms: &str) -> Service {
     Service::start(&[
         "--config",
         path.to_str().unwrap(),
         "--reload-ms",
-        "20",
+        reload_ms,
         "--reload-settle-ms",
         settle_ms,
     ])
@@ -54,12 +61,77 @@ async fn start(path: &Path, settle_ms: &str) -> Service {
     .unwrap()
 }
 
+/// Polls `condition` every 25 ms for up to 20 s: a generous deadline for a reload, and still
+/// well before a poll every [`EVENTS_ONLY`] could make one.
+async fn soon<F, Fut>(mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if condition().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    false
+}
+
+/// Rewrites `path` in place: same inode, truncated then written.
+fn rewrite(path: &Path, text: &str) {
+    use std::io::Write;
+    let mut file = std::fs::File::options()
+        .write(true)
+        .truncate(true)
+        .open(path)
+        .unwrap();
+    file.write_all(text.as_bytes()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_rewritten_in_place_is_reloaded_before_any_poll() {
+    let dir = temp_dir("rl-reload-in-place");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, config("10")).unwrap();
+    let service = start(&path, EVENTS_ONLY, "100").await;
+    let mut client = service.client().await;
+    assert_eq!(
+        limits_of(&mut client, &["remote_address"]).await,
+        [Some(10)]
+    );
+    for limit in [20, 30] {
+        rewrite(&path, &config(&limit.to_string()));
+        let reloaded = soon(|| {
+            let mut client = client.clone();
+            async move { limits_of(&mut client, &["remote_address"]).await == [Some(limit)] }
+        })
+        .await;
+        assert!(
+            reloaded,
+            "the rewrite to {limit} was not loaded by an event"
+        );
+    }
+    let loaded = "ratelimit_service_config_load_success";
+    assert_eq!(service.metric(loaded).await, Some(2.0));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rewrite_keeps_the_running_configuration() {
+    broken_rewrite(POLLED).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_rewrite_seen_by_events_keeps_the_running_configuration() {
+    broken_rewrite(EVENTS_ONLY).await;
+}
+
+async fn broken_rewrite(reload_ms: &str) {
     let dir = temp_dir("rl-reload-e2e");
     let path = dir.join("edge.yaml");
     std::fs::write(&path, config("10")).unwrap();
-    let service = start(&path, "100").await;
+    let service = start(&path, reload_ms, "100").await;
     let mut client = service.client().await;
     assert_eq!(
         limits_of(&mut client, &["remote_address"]).await,
@@ -69,7 +141,7 @@ async fn a_broken_rewrite_keeps_the_running_configuration() {
     std::fs::write(&path, config("-3")).unwrap();
     let refused = "ratelimit_service_config_load_error";
     assert!(
-        eventually(|| async { service.metric(refused).await == Some(1.0) }).await,
+        soon(|| async { service.metric(refused).await == Some(1.0) }).await,
         "the broken file was never judged"
     );
     assert_eq!(
@@ -79,7 +151,7 @@ async fn a_broken_rewrite_keeps_the_running_configuration() {
     );
 
     std::fs::write(&path, config("20")).unwrap();
-    let reloaded = eventually(|| {
+    let reloaded = soon(|| {
         let mut client = client.clone();
         async move { limits_of(&mut client, &["remote_address"]).await == [Some(20)] }
     })
@@ -93,6 +165,16 @@ async fn a_broken_rewrite_keeps_the_running_configuration() {
 /// every moment, both descriptors have a limit, the old ones or the new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_written_file_is_never_served() {
+    half_written(POLLED).await;
+}
+
+/// The same writer, seen through events: the settle timer restarts on each of its writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_written_file_seen_by_events_is_never_served() {
+    half_written(EVENTS_ONLY).await;
+}
+
+async fn half_written(reload_ms: &str) {
     use std::io::Write;
     let dir = temp_dir("rl-reload-half");
     let path = dir.join("edge.yaml");
@@ -101,7 +183,7 @@ async fn a_half_written_file_is_never_served() {
     let second_half = "  - key: b\n    rate_limit: { unit: hour, requests_per_unit: 8 }\n";
     std::fs::write(&path, old).unwrap();
     // The settle period is far longer than the writer's pause, even on a busy machine.
-    let service = start(&path, "3000").await;
+    let service = start(&path, reload_ms, "3000").await;
     let mut client = service.client().await;
     assert_eq!(
         limits_of(&mut client, &["a", "b"]).await,
@@ -145,7 +227,7 @@ async fn a_half_written_file_is_never_served() {
 /// Kubernetes mounts a ConfigMap as links (`edge.yaml -> ..data/edge.yaml`,
 /// `..data -> ..<timestamp>`) and updates it by replacing `..data` atomically. The new file can
 /// carry the old one's modification time; the service must load it, as a file path and as a
-/// directory.
+/// directory, through the event the rename makes in the volume's directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_symlink_swap_is_loaded() {
     use std::os::unix::fs::symlink;
@@ -155,8 +237,8 @@ async fn a_configmap_symlink_swap_is_loaded() {
     std::fs::write(first.join("edge.yaml"), config("10")).unwrap();
     symlink("..2026_12_03_06_00_00.0001", dir.join("..data")).unwrap();
     symlink("..data/edge.yaml", dir.join("edge.yaml")).unwrap();
-    let by_file = start(&dir.join("edge.yaml"), "100").await;
-    let by_dir = start(&dir, "100").await;
+    let by_file = start(&dir.join("edge.yaml"), EVENTS_ONLY, "100").await;
+    let by_dir = start(&dir, EVENTS_ONLY, "100").await;
     for service in [&by_file, &by_dir] {
         let mut client = service.client().await;
         assert_eq!(
@@ -184,7 +266,7 @@ async fn a_configmap_symlink_swap_is_loaded() {
 
     for service in [&by_file, &by_dir] {
         let client = service.client().await;
-        let reloaded = eventually(|| {
+        let reloaded = soon(|| {
             let mut client = client.clone();
             async move { limits_of(&mut client, &["remote_address"]).await == [Some(20)] }
         })

@@ -214,10 +214,12 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
             Duration::from_millis(settings.reload_ms),
         )?
         .settle(Duration::from_millis(settings.reload_settle_ms))
+        .watch_root(settings.config.watch.clone())
+        .ignore_dotfiles(settings.config.ignore_dotfiles)
         .checked_for(limiter.store().clone())
         .loaded(texts);
         // Runs until the process ends.
-        drop(reloader.spawn(server.config_handle()));
+        drop(reloader.spawn(server.config_handle())?);
     }
     let server = Arc::new(server);
     let health = Arc::new(Health::new(settings.healthy_needs_config));
