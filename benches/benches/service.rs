@@ -91,7 +91,7 @@ fn service(c: &mut Criterion) {
     // A domain of this run's own: Redis keeps buckets between runs.
     let domain = format!("bench-{}", std::process::id());
     let config = format!(
-        "domain: {domain}\ndescriptors:\n  - key: remote_address\n    rate_limit: {{ unit: second, requests_per_unit: 1000000000 }}\n"
+        "domain: {domain}\ndescriptors:\n  - key: remote_address\n    rate_limit: {{ unit: second, requests_per_unit: 1000000 }}\n"
     );
     let noop = runtime.block_on(serve(Noop));
     let stores: Vec<(&str, Arc<dyn Store>)> = runtime.block_on(async {
