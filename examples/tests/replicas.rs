@@ -46,6 +46,11 @@ async fn three_services_over_one_redis_keep_one_global_limit() {
                 "redis",
                 "--redis-url",
                 &redis,
+                // The shared store's bound, not the fallback's: a Redis call slower than the
+                // limiter's deadline (the machine is busy) must deny here, not be decided by
+                // the local buckets, which admit up to their own burst per process.
+                "--failure-policy",
+                "closed",
             ])
             .args([
                 "--grpc",
@@ -117,10 +122,12 @@ async fn three_services_over_one_redis_keep_one_global_limit() {
     admitted.sort();
     let policy = Policy::per_second(20).unwrap();
     assert_bound(&admitted, &policy);
-    let expected = policy.max_admitted(start.elapsed()) as usize;
+    // How much is admitted on the real clock depends on how busy the machine is (conformance.rs
+    // says why it is never asserted); that the services decide at all is: more than one burst
+    // over the run means the shared bucket refilled and was drawn from again.
     assert!(
-        admitted.len() * 10 >= expected * 7,
-        "only {} of about {expected} admitted",
+        admitted.len() > policy.burst() as usize,
+        "only {} admitted: the services do not decide",
         admitted.len()
     );
     std::fs::remove_dir_all(&dir).unwrap();
