@@ -19,6 +19,7 @@ use axum::Router;
 use axum::response::Html;
 use axum::routing::get;
 use clap::Parser;
+use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::RateLimitQuotaServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit_anomaly::tower::{AnomalyTask, spawn};
@@ -28,6 +29,7 @@ use ratelimit_examples::envoy::backend;
 use ratelimit_examples::envoy::config::Config;
 use ratelimit_examples::envoy::http::{Health, debug_routes, routes};
 use ratelimit_examples::envoy::metrics::{self, Metrics};
+use ratelimit_examples::envoy::quota::QuotaServer;
 use ratelimit_examples::envoy::reload::Reloader;
 use ratelimit_examples::envoy::service::RateLimitServer;
 use ratelimit_examples::envoy::settings::{Anomaly, Cli, Command, Failure, Settings};
@@ -259,10 +261,16 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
         let router = Router::new().route(path, get(metrics_page));
         serve_http(*address, router, "Prometheus").await?;
     }
+    // RLQS on the same port: the same configuration (reloads apply to both), shares split over
+    // the same replica count as the failure policy's.
+    let quota = QuotaServer::new(server.config_handle(), settings.replicas);
     let incoming = tonic::transport::server::TcpIncoming::bind(settings.grpc)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<RateLimitServiceServer<RateLimitServer>>()
+        .await;
+    reporter
+        .set_serving::<RateLimitQuotaServiceServer<QuotaServer>>()
         .await;
     reporter
         .set_service_status("", tonic_health::ServingStatus::Serving)
@@ -272,6 +280,7 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(RateLimitServiceServer::from_arc(server))
+        .add_service(quota.into_service())
         .serve_with_incoming_shutdown(incoming, async move {
             stopped().await;
             // Fail the health checks first, so that load balancers stop sending requests.

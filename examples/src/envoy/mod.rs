@@ -9,6 +9,7 @@
 //! - [`matcher`]: wildcard values (`*` anywhere, any number of times);
 //! - [`service`]: `ShouldRateLimit`, every descriptor of a request decided all-or-nothing;
 //! - [`metrics`]: what the service answered;
+//! - [`quota`]: the rate limit quota service (RLQS), token buckets handed to Envoy;
 //! - [`reload`]: a changed configuration loaded while serving, a broken one refused;
 //! - [`telemetry`]: logs, and OpenTelemetry traces where `TRACING_ENABLED` is set.
 
@@ -18,6 +19,7 @@ pub mod http;
 pub mod json;
 pub mod matcher;
 pub mod metrics;
+pub mod quota;
 pub mod reload;
 pub mod service;
 pub mod settings;
