@@ -4,6 +4,9 @@
 //! grows, the other's assignment shrinks, pushed to it without its asking.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,6 +232,24 @@ async fn the_shipped_envoy_configuration_builds_buckets_the_documented_rule_limi
     assert_eq!(pairs.len(), 2, "{pairs:?}");
     let client = serve(1).await;
     let id = bucket(&pairs);
+    let mut proxy = open(&client).await;
+    proxy.reports.send(usage(&id, 5)).await.unwrap();
+    let assigned = rate(&next_strategy(&mut proxy, &id).await);
+    assert!(assigned <= 100.0 && assigned > 99.0, "{assigned}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_binary_serves_rlqs_on_its_grpc_port() {
+    let dir = support::temp_dir("rlqs-bin");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let service = support::Service::start(&["--config", path.to_str().unwrap()])
+        .await
+        .unwrap();
+    let client = RateLimitQuotaServiceClient::connect(format!("http://127.0.0.1:{}", service.grpc))
+        .await
+        .unwrap();
+    let id = bucket(&[("name", "api"), ("tenant", "acme")]);
     let mut proxy = open(&client).await;
     proxy.reports.send(usage(&id, 5)).await.unwrap();
     let assigned = rate(&next_strategy(&mut proxy, &id).await);
