@@ -384,9 +384,8 @@ pub async fn leased_replicas_keep_the_bound(store: Arc<dyn Store>) {
                     if elapsed >= run_for {
                         break;
                     }
-                    let into_cycle = Duration::from_nanos(
-                        (elapsed.as_nanos() % cycle.as_nanos()) as u64,
-                    );
+                    let into_cycle =
+                        Duration::from_nanos((elapsed.as_nanos() % cycle.as_nanos()) as u64);
                     let hammering = into_cycle < hammer;
                     if !hammering && task != 0 {
                         tokio::time::sleep(cycle - into_cycle).await;

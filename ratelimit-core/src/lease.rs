@@ -387,7 +387,7 @@ impl Leases {
             shards: (0..SHARDS)
                 .map(|_| {
                     CachePadded::new(RwLock::new(Shard {
-                        slots: HashMap::with_hasher(hasher.clone()),
+                        slots: HashMap::with_hasher(hasher),
                         last_sweep: 0,
                     }))
                 })
@@ -526,7 +526,10 @@ mod tests {
         slot.claim().unwrap().install(5, &p, u64::MAX);
         let fetch = slot.claim().unwrap();
         assert!(slot.is_fetching());
-        assert!(slot.claim().is_none(), "a second fetch while one is in flight");
+        assert!(
+            slot.claim().is_none(),
+            "a second fetch while one is in flight"
+        );
         assert_eq!(
             slot.spend(1, &p, 1),
             Spend::Empty,
@@ -625,12 +628,32 @@ mod tests {
         config.min_tokens = 3;
         let leases = Leases::new(config);
         let p = Policy::per_second(100).unwrap();
-        assert_eq!(leases.lease_size(1_000, &p, 3), Some(10), "max_outstanding / replicas");
-        assert_eq!(leases.lease_size(8, &p, 3), Some(4), "half a ttl of traffic");
-        assert_eq!(leases.lease_size(5, &p, 3), None, "below min_tokens: exact path");
+        assert_eq!(
+            leases.lease_size(1_000, &p, 3),
+            Some(10),
+            "max_outstanding / replicas"
+        );
+        assert_eq!(
+            leases.lease_size(8, &p, 3),
+            Some(4),
+            "half a ttl of traffic"
+        );
+        assert_eq!(
+            leases.lease_size(5, &p, 3),
+            None,
+            "below min_tokens: exact path"
+        );
         let small = p.with_burst(12).unwrap();
-        assert_eq!(leases.lease_size(1_000, &small, 3), Some(4), "burst / replicas");
-        assert_eq!(leases.lease_size(1_000, &small, 5), None, "burst too small to share");
+        assert_eq!(
+            leases.lease_size(1_000, &small, 3),
+            Some(4),
+            "burst / replicas"
+        );
+        assert_eq!(
+            leases.lease_size(1_000, &small, 5),
+            None,
+            "burst too small to share"
+        );
     }
 
     #[test]
@@ -678,7 +701,11 @@ mod tests {
             })
         );
         assert_eq!(
-            LeaseConfig { min_tokens: 0, ..ok }.validate(3),
+            LeaseConfig {
+                min_tokens: 0,
+                ..ok
+            }
+            .validate(3),
             Err(LeaseConfigError::ZeroMinTokens)
         );
         assert_eq!(
