@@ -29,12 +29,15 @@
 //! - [`Clock`]: [`MonotonicClock`] by default, [`ManualClock`] for tests.
 //! - [`Store`]: shared state, one atomic all-or-nothing decision per request; [`MemoryStore`] keeps
 //!   it in this process. The `conformance` feature exports the tests every store must pass.
-//! - [`Limiter`]: a store with a deadline per call and a [`FailurePolicy`] for when it is down.
+//! - [`Limiter`]: a store with a deadline per call and a [`FailurePolicy`] for when it is down;
+//!   optionally [leased tokens](LeaseConfig) of busy keys, spent without a store call.
 //!
 //! # The bound
 //! Every limiter here keeps the same promise: over any window of length `w`, a key admits at most
 //! `burst + rate × w` cost ([`Policy::max_admitted`]). Shared stores keep it across every process
-//! that shares them; see each backend for the slack its clock adds.
+//! that shares them; see each backend for the slack its clock adds. With leases
+//! ([`Limiter::with_leases`]) the bound is `burst + rate × w + max_outstanding`, when every
+//! replica is configured with at least the real replica count.
 
 mod bucket;
 mod clock;
@@ -45,6 +48,7 @@ pub mod gcra;
 pub mod key;
 mod keyed;
 mod keyed_state;
+mod lease;
 mod limiter;
 mod memory;
 mod over_limit;
@@ -63,6 +67,7 @@ pub use error::{PolicyError, RequestError, StoreError, StoreFailure};
 pub use fast_clock::SLOW_BY as CLOCK_SLOW_BY;
 pub use key::BucketKey;
 pub use keyed::{DEFAULT_MAX_KEYS, KeyedLimiter, KeyedLimiterBuilder};
+pub use lease::{DEFAULT_LEASE_KEYS, LeaseConfig, LeaseConfigError};
 pub use limiter::{DEFAULT_COOLDOWN, DEFAULT_DEADLINE, FailurePolicy, Limiter, NODE_BREAKERS};
 pub use memory::MemoryStore;
 pub use over_limit::DEFAULT_OVER_LIMIT_KEYS;

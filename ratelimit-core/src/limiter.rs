@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::clock::{Clock, MonotonicClock};
 use crate::decision::Decision;
 use crate::error::{RequestError, StoreError, StoreFailure};
+use crate::lease::{Fetch, LeaseConfig, LeaseConfigError, Leases, Spend};
 use crate::memory::MemoryStore;
 use crate::over_limit::{DEFAULT_OVER_LIMIT_KEYS, OverLimitCache};
 use crate::store::{Limit, Store, Verdict, validate};
@@ -71,7 +72,30 @@ pub struct Limiter {
     over_limit: Option<OverLimitCache>,
     // Relaxed: a statistic.
     over_limit_hits: AtomicU64,
-    clock: MonotonicClock,
+    // Leased tokens of busy keys (off unless `with_leases`).
+    leases: Option<Leases>,
+    // Relaxed: statistics.
+    lease_hits: AtomicU64,
+    lease_fetches: AtomicU64,
+    clock: LimiterClock,
+}
+
+/// The limiter's clock: the fast monotonic one, or one the caller injected (a simulation's).
+#[derive(Clone)]
+enum LimiterClock {
+    Monotonic(MonotonicClock),
+    // Behind a pointer only when injected, so the default costs no indirect call.
+    Injected(Arc<dyn Clock>),
+}
+
+impl LimiterClock {
+    #[inline]
+    fn now(&self) -> u64 {
+        match self {
+            LimiterClock::Monotonic(clock) => clock.now(),
+            LimiterClock::Injected(clock) => clock.now(),
+        }
+    }
 }
 
 impl Limiter {
@@ -92,8 +116,51 @@ impl Limiter {
             fallback: MemoryStore::new(),
             over_limit: Some(OverLimitCache::new(DEFAULT_OVER_LIMIT_KEYS)),
             over_limit_hits: AtomicU64::new(0),
-            clock: MonotonicClock::new(),
+            leases: None,
+            lease_hits: AtomicU64::new(0),
+            lease_fetches: AtomicU64::new(0),
+            clock: LimiterClock::Monotonic(MonotonicClock::new()),
         }
+    }
+
+    /// Reads time from `clock` instead of the monotonic clock: for simulations and tests on a
+    /// manual clock. Breakers, the over-limit cache and leases all use it; the local fallback
+    /// keeps its own monotonic clock.
+    pub fn with_clock<C: Clock>(mut self, clock: C) -> Self {
+        self.clock = LimiterClock::Injected(Arc::new(clock));
+        self
+    }
+
+    /// Turns on leased tokens (off by default): a busy key's tokens are taken from the store
+    /// `k` at a time, in one ordinary [`Store::acquire`] of cost `k`, and spent here without a
+    /// store call. Call [`with_replicas`](Self::with_replicas) first: leases are sized from that
+    /// count, which must be at least the number of replicas really sharing the store.
+    ///
+    /// Only requests of one limit whose cost fits the lease are served from it; requests of
+    /// several limits take the exact path, so all-or-nothing holds. The bound becomes
+    /// `burst + rate × w + max_outstanding` over any window `w` (see [`LeaseConfig`] for the
+    /// sizing and the `lease` module's documentation for why). An invalid configuration is an
+    /// error.
+    pub fn with_leases(mut self, config: LeaseConfig) -> Result<Self, LeaseConfigError> {
+        config.validate(self.replicas)?;
+        self.leases = Some(Leases::new(config));
+        Ok(self)
+    }
+
+    /// The lease configuration, if leases are on.
+    pub fn lease_config(&self) -> Option<&LeaseConfig> {
+        self.leases.as_ref().map(Leases::config)
+    }
+
+    /// How many requests were answered from a lease (admitted from its tokens, or denied
+    /// because the store had just denied the lease), with no store call of their own.
+    pub fn lease_hits(&self) -> u64 {
+        self.lease_hits.load(Ordering::Relaxed)
+    }
+
+    /// How many leases this limiter has asked the store for.
+    pub fn lease_fetches(&self) -> u64 {
+        self.lease_fetches.load(Ordering::Relaxed)
     }
 
     /// Sets what to decide while the store fails.
@@ -115,7 +182,10 @@ impl Limiter {
     }
 
     /// Sets how many replicas share the store, so that [`FailurePolicy::LocalFallback`] gives each
-    /// its share of every limit (at least 1; default 1).
+    /// its share of every limit, and leases are at most `max_outstanding / replicas` tokens
+    /// (at least 1; default 1). A count changed after [`with_leases`](Self::with_leases) applies
+    /// to leases too; when it leaves no replica a lease of `min_tokens`, every key takes the
+    /// exact path.
     pub fn with_replicas(mut self, replicas: u32) -> Self {
         self.replicas = replicas.max(1);
         self
@@ -181,9 +251,21 @@ impl Limiter {
 
     /// Checks a request against all `limits`, all-or-nothing, within the deadline. Only an invalid
     /// request is an error; store trouble is answered by the failure policy, and the verdict says so
-    /// ([`Verdict::degraded_by`]).
+    /// ([`Verdict::degraded_by`]). With [leases](Self::with_leases), a request of one limit on a
+    /// busy key is answered from this replica's lease when it can be.
     pub async fn acquire(&self, limits: &[Limit<'_>]) -> Result<Verdict, RequestError> {
-        if let Some(answer) = self.acquire_sync(limits) {
+        if let (Some(leases), [limit]) = (&self.leases, limits) {
+            validate(limits)?;
+            if let Some(verdict) = self.acquire_leased(leases, limit).await? {
+                return Ok(verdict);
+            }
+        }
+        self.acquire_exact(limits).await
+    }
+
+    /// The per-decision path: one store call for this request.
+    async fn acquire_exact(&self, limits: &[Limit<'_>]) -> Result<Verdict, RequestError> {
+        if let Some(answer) = self.sync_answer(limits) {
             return answer;
         }
         validate(limits)?;
@@ -206,9 +288,118 @@ impl Limiter {
         Ok(verdict)
     }
 
+    /// The answer from `limit`'s lease on this replica, fetching the next lease when this task
+    /// is the one to; `None` sends the request to the exact path (a key too slow for a lease, a
+    /// cost above the lease, a full table, a fetch that did not arrive within the deadline).
+    async fn acquire_leased(
+        &self,
+        leases: &Leases,
+        limit: &Limit<'_>,
+    ) -> Result<Option<Verdict>, RequestError> {
+        let mut now = self.clock.now();
+        let Some(slot) = leases.slot(limit.key, now) else {
+            return Ok(None);
+        };
+        let per_ttl = slot.observe(limit.cost, now, leases.ttl_ns());
+        let size = leases
+            .lease_size(per_ttl, &limit.policy, self.replicas)
+            .filter(|k| limit.cost <= *k);
+        // Twice at most: once now, once after waiting for another task's fetch.
+        for _ in 0..2 {
+            match slot.spend(limit.cost, &limit.policy, now) {
+                Spend::Spent(left) => {
+                    self.lease_hits.fetch_add(1, Ordering::Relaxed);
+                    let expires_in = Duration::from_nanos(slot.expires_in(now));
+                    return Ok(Some(leased(limit, left, expires_in)));
+                }
+                Spend::Denied(until) => {
+                    self.lease_hits.fetch_add(1, Ordering::Relaxed);
+                    let wait = Duration::from_nanos(until.saturating_sub(now));
+                    let burst = limit.policy.burst();
+                    return Ok(Some(Verdict::single(Decision::new(
+                        false, burst, 0, wait, wait,
+                    ))));
+                }
+                Spend::Empty => {}
+            }
+            let Some(k) = size else {
+                return Ok(None);
+            };
+            if let Some(fetch) = slot.claim() {
+                return self.fetch_lease(leases, fetch, limit, k).await.map(Some);
+            }
+            if slot.is_dead() {
+                return Ok(None);
+            }
+            slot.wait_for_fetch(self.deadline).await;
+            now = self.clock.now();
+        }
+        Ok(None)
+    }
+
+    /// Asks the store for a lease of `k` tokens of `limit`'s key, and answers `limit`'s request
+    /// from it.
+    async fn fetch_lease(
+        &self,
+        leases: &Leases,
+        fetch: Fetch<'_>,
+        limit: &Limit<'_>,
+        k: u32,
+    ) -> Result<Verdict, RequestError> {
+        // Read before the store is asked: the lease expires a time to live after an instant no
+        // later than the store's decision.
+        let sent = self.clock.now();
+        let one = std::slice::from_ref(limit);
+        let nodes = self.nodes_of(one);
+        if !self.nodes_admit(nodes, sent) {
+            drop(fetch);
+            return self.on_failure(one, StoreFailure::CircuitOpen);
+        }
+        self.lease_fetches.fetch_add(1, Ordering::Relaxed);
+        let lease = [Limit { cost: k, ..*limit }];
+        let outcome = tokio::time::timeout(self.deadline, self.store.acquire(&lease)).await;
+        let verdict = match self.settle(nodes, outcome)? {
+            Ok(verdict) => verdict,
+            Err(failure) => {
+                drop(fetch);
+                return self.on_failure(one, failure);
+            }
+        };
+        if verdict.is_allowed() {
+            let left = u64::from(k - limit.cost);
+            let expires_at = sent.saturating_add(leases.ttl_ns());
+            fetch.install(left, &limit.policy, expires_at);
+            let expires_in = expires_at.saturating_sub(self.clock.now());
+            return Ok(leased(limit, left, Duration::from_nanos(expires_in)));
+        }
+        // Measured from now, after the reply, as the over-limit cache does: a little late, never
+        // early. The request itself is denied with the lease's wait, which can only under-admit.
+        let retry_after = verdict
+            .decision()
+            .map_or(self.cooldown, |d| d.retry_after());
+        fetch.deny(self.clock.now().saturating_add(duration_ns(retry_after)));
+        let burst = limit.policy.burst();
+        Ok(Verdict::single(Decision::new(
+            false,
+            burst,
+            0,
+            retry_after,
+            retry_after,
+        )))
+    }
+
     /// [`acquire`](Self::acquire) without a future, when the store decides in this process
-    /// ([`Store::acquire_sync`]); `None` for a store that must be asked over the network.
+    /// ([`Store::acquire_sync`]); `None` for a store that must be asked over the network, and
+    /// for a request of one limit when leases are on (the lease path is `acquire`'s).
     pub fn acquire_sync(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, RequestError>> {
+        if self.leases.is_some() && limits.len() == 1 {
+            return None;
+        }
+        self.sync_answer(limits)
+    }
+
+    /// The store's own in-process answer, if it has one.
+    fn sync_answer(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, RequestError>> {
         let answer = self.store.acquire_sync(limits)?;
         // Nothing to wait for and nothing to fail over from: no deadline, no breaker.
         Some(match answer {
@@ -239,6 +430,9 @@ impl Limiter {
         self.fallback.reset(key).await?;
         if let Some(cache) = &self.over_limit {
             cache.remove(key);
+        }
+        if let Some(leases) = &self.leases {
+            leases.forget(key);
         }
         match tokio::time::timeout(self.deadline, self.store.reset(key)).await {
             Ok(result) => result,
@@ -456,4 +650,17 @@ impl Breaker {
 
 fn duration_ns(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The verdict of a request served from a lease: `remaining` is what is left of this replica's
+/// lease (what it can admit without a store call), and the reset is when the lease expires.
+fn leased(limit: &Limit<'_>, left: u64, expires_in: Duration) -> Verdict {
+    let remaining = u32::try_from(left).unwrap_or(u32::MAX);
+    Verdict::single(Decision::new(
+        true,
+        limit.policy.burst(),
+        remaining,
+        Duration::ZERO,
+        expires_in,
+    ))
 }
