@@ -428,6 +428,50 @@ pub async fn leased_replicas_keep_the_bound(store: Arc<dyn Store>) {
     assert_bound_with_slack(&admitted, &policy, u64::from(config.max_outstanding));
 }
 
+/// Three replicas join a group in the store: each gets its own slot and each counts three; one
+/// leaves and the two others count two, within a few heartbeat periods (waits poll with a
+/// generous deadline: the machine may be busy).
+pub async fn membership_counts_the_replicas(store: Arc<dyn Store>) {
+    let group = fresh_key("members");
+    // Long enough that a heartbeat task starved for a while on a busy machine keeps its slot.
+    let period = Duration::from_millis(500);
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        members.push(
+            crate::Membership::join(store.clone(), &group, period)
+                .await
+                .unwrap(),
+        );
+    }
+    let mut slots: Vec<u32> = members.iter().map(crate::Membership::slot).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    assert_eq!(slots.len(), 3, "two replicas took one slot");
+    wait_for_count(&members, 3).await;
+    // Live replicas keep their slots: after several periods, still three.
+    tokio::time::sleep(period * 4).await;
+    let counts: Vec<u32> = members.iter().map(crate::Membership::count).collect();
+    assert_eq!(counts, [3, 3, 3], "live replicas lost their slots");
+    drop(members.pop());
+    wait_for_count(&members, 2).await;
+}
+
+/// Waits until every one of `members` counts `want`, for up to 30 s.
+async fn wait_for_count(members: &[crate::Membership], want: u32) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts: Vec<u32> = members.iter().map(crate::Membership::count).collect();
+        if counts.iter().all(|&c| c == want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "counted {counts:?}, not {want} each"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Checks `burst + rate × w` over every window spanned by the admitted requests, each given as
 /// `(sent, received)` instants and sorted by `sent`.
 ///
@@ -536,7 +580,8 @@ macro_rules! store_conformance_tests {
             tokens_refill_over_time,
             concurrent_callers_keep_the_bound,
             concurrent_all_or_nothing,
-            leased_replicas_keep_the_bound
+            leased_replicas_keep_the_bound,
+            membership_counts_the_replicas
         );
     };
     ($make:expr, one_at_a_time) => {
@@ -551,7 +596,8 @@ macro_rules! store_conformance_tests {
             tokens_refill_over_time,
             few_concurrent_callers_keep_the_bound,
             concurrent_all_or_nothing,
-            leased_replicas_keep_the_bound
+            leased_replicas_keep_the_bound,
+            membership_counts_the_replicas
         );
     };
     (@each $make:expr; $serial:expr; $($check:ident),* $(,)?) => {

@@ -1,7 +1,7 @@
 //! A store with a failure policy: what to decide when the store is down, slow or talking nonsense.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::clock::{Clock, MonotonicClock};
@@ -67,6 +67,9 @@ pub struct Limiter {
     // One per store node: a failed node of a cluster sends only its own keys to the failure policy.
     breakers: [Breaker; NODE_BREAKERS],
     replicas: u32,
+    // The live count of a `Membership`, if any: `replicas()` is the larger of it and `replicas`.
+    // Relaxed loads: a count for sizing, at most one heartbeat period stale.
+    members: Option<Arc<AtomicU32>>,
     fallback: MemoryStore,
     // Keys the store just denied, answered "no" here until it said they have room again.
     over_limit: Option<OverLimitCache>,
@@ -113,6 +116,7 @@ impl Limiter {
             cooldown: DEFAULT_COOLDOWN,
             breakers: Default::default(),
             replicas: 1,
+            members: None,
             fallback: MemoryStore::new(),
             over_limit: Some(OverLimitCache::new(DEFAULT_OVER_LIMIT_KEYS)),
             over_limit_hits: AtomicU64::new(0),
@@ -213,9 +217,22 @@ impl Limiter {
         self.failure_policy
     }
 
-    /// How many replicas this limiter assumes share its store.
+    /// Follows the live count of replicas of `membership` (counted in the store, see
+    /// [`Membership`](crate::Membership)): the fallback share and the lease sizes use the larger
+    /// of it and [`with_replicas`](Self::with_replicas)' count, so the setting is a floor.
+    pub fn with_membership(mut self, membership: &crate::Membership) -> Self {
+        self.members = Some(membership.counter());
+        self
+    }
+
+    /// How many replicas this limiter assumes share its store: the setting, or the live count of
+    /// its membership when that is larger.
     pub fn replicas(&self) -> u32 {
-        self.replicas
+        let live = self
+            .members
+            .as_ref()
+            .map_or(0, |count| count.load(Ordering::Relaxed));
+        self.replicas.max(live)
     }
 
     /// The store this limiter fronts.
@@ -302,7 +319,7 @@ impl Limiter {
         };
         let per_ttl = slot.observe(limit.cost, now, leases.ttl_ns());
         let size = leases
-            .lease_size(per_ttl, &limit.policy, self.replicas)
+            .lease_size(per_ttl, &limit.policy, self.replicas())
             .filter(|k| limit.cost <= *k);
         // Twice at most: once now, once after waiting for another task's fetch.
         for _ in 0..2 {
@@ -584,7 +601,7 @@ impl Limiter {
         limits
             .iter()
             .map(|limit| {
-                let policy = limit.policy.share(self.replicas).ok()?;
+                let policy = limit.policy.share(self.replicas()).ok()?;
                 (limit.cost <= policy.burst()).then_some(Limit { policy, ..*limit })
             })
             .collect()
@@ -597,7 +614,7 @@ impl std::fmt::Debug for Limiter {
             .field("failure_policy", &self.failure_policy)
             .field("deadline", &self.deadline)
             .field("cooldown", &self.cooldown)
-            .field("replicas", &self.replicas)
+            .field("replicas", &self.replicas())
             .field("store_healthy", &self.store_healthy())
             .finish_non_exhaustive()
     }
