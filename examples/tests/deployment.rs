@@ -442,3 +442,45 @@ async fn sigterm_stops_the_service_cleanly() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_count_each_other_in_the_store_and_notice_one_leaving() {
+    let dir = temp_dir("members");
+    let path = dir.join("edge.yaml");
+    std::fs::write(&path, CONFIG).unwrap();
+    let prefix = format!("{}:", unique("members"));
+    let env = [
+        ("BACKEND_TYPE", "redis"),
+        ("REDIS_URL", "127.0.0.1:6379"),
+        ("CACHE_KEY_PREFIX", prefix.as_str()),
+        ("RATELIMIT_MEMBERSHIP_PERIOD_MS", "300"),
+    ];
+    let args = ["--config", path.to_str().unwrap()];
+    let first = Service::start_with_env(&args, &env).await.unwrap();
+    let second = Service::start_with_env(&args, &env).await.unwrap();
+    let replicas = "ratelimit_service_replicas";
+    let counted = |service: &Service, want: f64| {
+        let http = service.http;
+        async move {
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                let (_, text) = get(http, "/metrics").await.unwrap();
+                let now = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(replicas)?.trim().parse::<f64>().ok());
+                if now == Some(want) {
+                    return;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{replicas} is {now:?}, not {want}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    counted(&first, 2.0).await;
+    counted(&second, 2.0).await;
+    drop(second);
+    counted(&first, 1.0).await;
+}

@@ -24,7 +24,7 @@ use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::R
 use metrics_exporter_prometheus::PrometheusHandle;
 use ratelimit_anomaly::tower::{AnomalyTask, spawn};
 use ratelimit_anomaly::{Action, Actuator, Controller, ControllerConfig, Monitor};
-use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Store};
+use ratelimit_core::{FailurePolicy, Limiter, Membership, MemoryStore, Store};
 use ratelimit_examples::envoy::backend;
 use ratelimit_examples::envoy::config::Config;
 use ratelimit_examples::envoy::http::{Health, debug_routes, routes};
@@ -155,7 +155,11 @@ fn serve(cli: Cli) -> Result<(), Error> {
 }
 
 /// A limiter over `store` with the settings' failure policy, replicas and over-limit cache.
-fn build_limiter(store: Arc<dyn Store>, settings: &Settings) -> Arc<Limiter> {
+fn build_limiter(
+    store: Arc<dyn Store>,
+    settings: &Settings,
+    members: Option<&Membership>,
+) -> Arc<Limiter> {
     let failure = match settings.failure {
         Failure::Open => FailurePolicy::Open,
         Failure::Closed => FailurePolicy::Closed,
@@ -168,6 +172,9 @@ fn build_limiter(store: Arc<dyn Store>, settings: &Settings) -> Arc<Limiter> {
     if settings.over_limit_cache_keys > 0 {
         limiter = limiter.with_over_limit_cache(settings.over_limit_cache_keys);
     }
+    if let Some(members) = members {
+        limiter = limiter.with_membership(members);
+    }
     Arc::new(limiter)
 }
 
@@ -175,10 +182,13 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
     let texts = Config::read_with(&settings.config.path, settings.config.ignore_dotfiles)?;
     let config = Config::from_texts(&texts)?;
     let prefix = settings.key_prefix.as_deref();
-    let limiter = build_limiter(
-        backend::connect(&settings.backend, prefix).await?,
-        &settings,
-    );
+    let store = backend::connect(&settings.backend, prefix).await?;
+    // Held for the life of the process: dropping it stops the heartbeat.
+    let members = match settings.membership {
+        Some(period) => Some(Membership::join(store.clone(), "ratelimit-service", period).await?),
+        None => None,
+    };
+    let limiter = build_limiter(store, &settings, members.as_ref());
     let monitor = (settings.anomaly == Anomaly::Shadow).then(|| Arc::new(Monitor::default()));
     // A limit the store cannot count is refused here, once, rather than on every request.
     let mut server = RateLimitServer::try_new(config, limiter.clone())?
@@ -188,7 +198,7 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
     if let Some(per_second) = &settings.per_second {
         let store = backend::connect(per_second, prefix).await?;
         server.config_handle().read().check(store.as_ref())?;
-        server = server.with_per_second(build_limiter(store, &settings));
+        server = server.with_per_second(build_limiter(store, &settings, members.as_ref()));
     }
     if let Some(names) = &settings.response_headers {
         server = server.with_response_headers(names.clone());
@@ -228,6 +238,7 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
     let metrics_page = {
         let limiter = limiter.clone();
         move || {
+            metrics::record_replicas(limiter.replicas());
             let text = metrics::render(&prometheus, limiter.store_healthy());
             async move { text }
         }
@@ -263,7 +274,10 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
     }
     // RLQS on the same port: the same configuration (reloads apply to both), shares split over
     // the same replica count as the failure policy's.
-    let quota = QuotaServer::new(server.config_handle(), settings.replicas);
+    let quota = QuotaServer::new(server.config_handle(), settings.replicas).with_replica_count({
+        let limiter = limiter.clone();
+        move || limiter.replicas()
+    });
     let incoming = tonic::transport::server::TcpIncoming::bind(settings.grpc)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter

@@ -67,6 +67,9 @@ pub const REFUSED: &str = "ratelimit_service_refused_total";
 /// Store calls that failed and were answered by the failure policy, by `kind` (this service's
 /// own).
 pub const STORE_ERRORS: &str = "ratelimit_service_store_errors_total";
+/// How many replicas this one assumes share the store: `--replicas`, or the live count of the
+/// membership in the store when that is larger (this service's own).
+pub const REPLICAS: &str = "ratelimit_service_replicas";
 /// Whether the store is healthy, 1 or 0 (this service's own).
 pub const STORE_HEALTHY: &str = "ratelimit_service_store_healthy";
 
@@ -115,6 +118,11 @@ pub fn render(handle: &PrometheusHandle, store_healthy: bool) -> String {
     handle.render()
 }
 
+/// Sets the replicas gauge.
+pub fn record_replicas(replicas: u32) {
+    metrics::gauge!(REPLICAS).set(f64::from(replicas));
+}
+
 /// Sets the store-health gauge: 1 healthy, 0 while the store fails and the failure policy
 /// decides.
 pub fn record_store_health(healthy: bool) {
@@ -123,6 +131,10 @@ pub fn record_store_health(healthy: bool) {
 
 /// Gives every metric its `# HELP` text in the current recorder.
 pub fn describe() {
+    describe_gauge!(
+        REPLICAS,
+        "Replicas this one assumes share the store (the setting, or the live count if larger)."
+    );
     describe_counter!(TOTAL_HITS, "Hits on a rate limit rule.");
     describe_counter!(OVER_LIMIT, "Hits over a rate limit rule's limit.");
     describe_counter!(

@@ -51,6 +51,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::config::{Config, Entry, RateLimit};
 
+/// How many replicas of this service share the rules: a setting, or a live count.
+type ReplicaCount = Arc<dyn Fn() -> u32 + Send + Sync>;
+
 /// How long an assignment lives unless renewed.
 pub const DEFAULT_ASSIGNMENT_TTL: Duration = Duration::from_secs(10);
 
@@ -60,7 +63,7 @@ const FORGET_AFTER_TTLS: u32 = 3;
 /// The RLQS server: the same configuration as `ShouldRateLimit`, shares per bucket.
 pub struct QuotaServer {
     config: Arc<RwLock<Arc<Config>>>,
-    replicas: u32,
+    replicas: ReplicaCount,
     ttl: Duration,
     state: Arc<Mutex<State>>,
 }
@@ -93,10 +96,21 @@ impl QuotaServer {
     pub fn new(config: Arc<RwLock<Arc<Config>>>, replicas: u32) -> Self {
         QuotaServer {
             config,
-            replicas: replicas.max(1),
+            replicas: Arc::new(move || replicas.max(1)),
             ttl: DEFAULT_ASSIGNMENT_TTL,
             state: Arc::default(),
         }
+    }
+
+    /// Splits over the count `replicas` gives at each assignment instead (say,
+    /// [`Limiter::replicas`](ratelimit_core::Limiter::replicas), which follows a
+    /// [`Membership`](ratelimit_core::Membership)); a count of zero is taken as one.
+    pub fn with_replica_count(
+        mut self,
+        replicas: impl Fn() -> u32 + Send + Sync + 'static,
+    ) -> Self {
+        self.replicas = Arc::new(move || replicas().max(1));
+        self
     }
 
     /// Assignments live `ttl` (default [`DEFAULT_ASSIGNMENT_TTL`]).
@@ -170,9 +184,11 @@ impl QuotaServer {
             Some(rule) if rule.requests_per_unit == 0 => {
                 Strategy::BlanketRule(BlanketRule::DenyAll as i32)
             }
-            Some(rule) => {
-                Strategy::TokenBucket(token_bucket(&rule, share(demands, stream), self.replicas))
-            }
+            Some(rule) => Strategy::TokenBucket(token_bucket(
+                &rule,
+                share(demands, stream),
+                (self.replicas)(),
+            )),
         };
         BucketAction {
             bucket_id: Some(id.clone()),
@@ -266,7 +282,7 @@ impl RateLimitQuotaService for QuotaServer {
         };
         let server = QuotaServer {
             config: self.config.clone(),
-            replicas: self.replicas,
+            replicas: self.replicas.clone(),
             ttl: self.ttl,
             state: self.state.clone(),
         };

@@ -88,6 +88,11 @@ pub struct Flags {
     /// of every limit while the store is away [default: `$RATELIMIT_REPLICAS`, 1].
     #[arg(long)]
     pub replicas: Option<u32>,
+    /// Count the replicas in the store itself, each heartbeating every this many milliseconds
+    /// (the count then follows replicas that come and go; `--replicas` stays a floor); 0 is off
+    /// [default: `$RATELIMIT_MEMBERSHIP_PERIOD_MS`, 0].
+    #[arg(long)]
+    pub membership_period_ms: Option<u64>,
     /// How long a changed configuration must stay the same before it is loaded, in
     /// milliseconds (a file read while it is being written is never loaded) [default: 2000].
     #[arg(long)]
@@ -207,6 +212,8 @@ pub struct Settings {
     pub failure: Failure,
     /// How many replicas share the store.
     pub replicas: u32,
+    /// The heartbeat period of the membership counted in the store, if on.
+    pub membership: Option<std::time::Duration>,
     /// Reload polling interval in milliseconds; 0 is off.
     pub reload_ms: u64,
     /// Settle period of a changed configuration, in milliseconds.
@@ -499,6 +506,10 @@ impl Settings {
                 expected: "at least one replica",
             });
         }
+        let membership_ms = match flags.membership_period_ms {
+            Some(ms) => ms,
+            None => env.number("RATELIMIT_MEMBERSHIP_PERIOD_MS", 0, "milliseconds")?,
+        };
         let cache_bytes: usize = env.number("LOCAL_CACHE_SIZE_IN_BYTES", 0, "a number of bytes")?;
         let near_limit_ratio: f64 = env.number("NEAR_LIMIT_RATIO", 0.8, "a ratio in (0, 1]")?;
         if !(near_limit_ratio > 0.0 && near_limit_ratio <= 1.0) {
@@ -542,6 +553,8 @@ impl Settings {
             key_prefix: env.get("CACHE_KEY_PREFIX"),
             failure,
             replicas,
+            membership: (membership_ms > 0)
+                .then(|| std::time::Duration::from_millis(membership_ms)),
             reload_ms: flags.reload_ms.unwrap_or(1000),
             reload_settle_ms: flags.reload_settle_ms.unwrap_or(2000),
             anomaly: flags.anomaly.unwrap_or(Anomaly::Shadow),
