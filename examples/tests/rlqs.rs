@@ -36,6 +36,11 @@ descriptors:
       - key: tenant
         rate_limit: { unit: second, requests_per_unit: 100 }
   - key: name
+    value: hourly
+    descriptors:
+      - key: tenant
+        rate_limit: { unit: hour, requests_per_unit: 100 }
+  - key: name
     value: blocked
     rate_limit: { unit: second, requests_per_unit: 0 }
 "#;
@@ -254,4 +259,56 @@ async fn the_service_binary_serves_rlqs_on_its_grpc_port() {
     proxy.reports.send(usage(&id, 5)).await.unwrap();
     let assigned = rate(&next_strategy(&mut proxy, &id).await);
     assert!(assigned <= 100.0 && assigned > 99.0, "{assigned}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_is_debited_from_the_rules_bucket_and_a_refusal_halves_the_assignments() {
+    let config = Arc::new(RwLock::new(Arc::new(
+        Config::parse("rlqs.yaml", CONFIG).unwrap(),
+    )));
+    let limiter = Arc::new(ratelimit_core::Limiter::new(
+        ratelimit_core::MemoryStore::new(),
+    ));
+    let server = QuotaServer::new(config.clone(), 1).with_store(limiter.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server.into_service())
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let client = RateLimitQuotaServiceClient::connect(format!("http://{address}"))
+        .await
+        .unwrap();
+    // An hourly rule: its bucket refills one token in 36 s, so what the test sees of it does not
+    // depend on how fast the machine is.
+    let id = bucket(&[("name", "hourly"), ("tenant", "acme")]);
+    let mut proxy = open(&client).await;
+    proxy.reports.send(usage(&id, 100)).await.unwrap();
+    let full = rate(&next_strategy(&mut proxy, &id).await);
+    assert!(full > 0.99 * 100.0 / 3600.0, "{full}");
+
+    // The proxy's 100 are in the rule's bucket, where ShouldRateLimit decides: it is empty.
+    let bucket_key = {
+        let config = config.read().clone();
+        let entries = [
+            ratelimit_examples::envoy::config::Entry::new("name", "hourly"),
+            ratelimit_examples::envoy::config::Entry::new("tenant", "acme"),
+        ];
+        config.limit_for("edge", &entries).unwrap().bucket
+    };
+    let policy = ratelimit_core::Policy::new(100, Duration::from_secs(3600)).unwrap();
+    let seen = limiter
+        .peek(&[ratelimit_core::Limit::new(&bucket_key, policy)])
+        .await
+        .unwrap();
+    assert!(!seen.is_allowed(), "the proxy's usage was not debited");
+
+    // Another full second's worth at once: the store refuses it, the assignment halves.
+    proxy.reports.send(usage(&id, 100)).await.unwrap();
+    let halved = rate(&next_strategy(&mut proxy, &id).await);
+    assert!(
+        halved <= full / 2.0 + 0.5,
+        "{halved} after a refusal, {full} before"
+    );
 }

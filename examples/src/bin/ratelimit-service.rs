@@ -274,10 +274,12 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
     }
     // RLQS on the same port: the same configuration (reloads apply to both), shares split over
     // the same replica count as the failure policy's.
-    let quota = QuotaServer::new(server.config_handle(), settings.replicas).with_replica_count({
-        let limiter = limiter.clone();
-        move || limiter.replicas()
-    });
+    let quota = QuotaServer::new(server.config_handle(), settings.replicas)
+        .with_replica_count({
+            let limiter = limiter.clone();
+            move || limiter.replicas()
+        })
+        .with_store(limiter.clone());
     let incoming = tonic::transport::server::TcpIncoming::bind(settings.grpc)?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter

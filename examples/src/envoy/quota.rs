@@ -20,6 +20,15 @@
 //! once; assignments live `assignment_time_to_live` (twice the reporting interval Envoy is
 //! expected to use), after which Envoy falls back to its configured behaviour.
 //!
+//! # The shared store
+//! With [`QuotaServer::with_store`], each report's allowed requests are debited from the rule's
+//! bucket in the store, the one `ShouldRateLimit` decides in, so callers of either service draw
+//! from one budget. A debit the store refuses means the rule was used elsewhere: the bucket's
+//! assignments are halved (down to 1/64), and doubled back with each debit it accepts. Proxies
+//! alone keep the bound below; shared with `ShouldRateLimit` callers, what the proxies admitted
+//! before a refusal is over the store's bound by at most what their assignments gave in one
+//! reporting interval.
+//!
 //! # The bound
 //! Admitted over any window `w`, across all proxies: at most the sum of their buckets' sizes
 //! plus the sum of their rates times `w`, that is `burst + rate × w` of the rule, plus one token
@@ -49,6 +58,8 @@ use tokio::sync::mpsc;
 use tonic::codegen::tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
+use ratelimit_core::{Limit, Limiter};
+
 use super::config::{Config, Entry, RateLimit};
 
 /// How many replicas of this service share the rules: a setting, or a live count.
@@ -64,6 +75,8 @@ const FORGET_AFTER_TTLS: u32 = 3;
 pub struct QuotaServer {
     config: Arc<RwLock<Arc<Config>>>,
     replicas: ReplicaCount,
+    /// Where the proxies' usage is debited, so that they and `ShouldRateLimit` share a rule.
+    limiter: Option<Arc<Limiter>>,
     ttl: Duration,
     state: Arc<Mutex<State>>,
 }
@@ -74,6 +87,9 @@ struct State {
     next_stream: u64,
     /// Per bucket (domain and sorted entries): each stream's demand and when it reported.
     buckets: HashMap<BucketKey, HashMap<u64, Demand>>,
+    /// Per bucket: the part of the rule's rate handed out, halved while the store refuses the
+    /// proxies' usage (others used the rule too), restored as it accepts it again.
+    scales: HashMap<BucketKey, f64>,
     /// Per stream: where its responses go.
     streams: HashMap<u64, mpsc::Sender<Result<RateLimitQuotaResponse, Status>>>,
 }
@@ -97,6 +113,7 @@ impl QuotaServer {
         QuotaServer {
             config,
             replicas: Arc::new(move || replicas.max(1)),
+            limiter: None,
             ttl: DEFAULT_ASSIGNMENT_TTL,
             state: Arc::default(),
         }
@@ -110,6 +127,16 @@ impl QuotaServer {
         replicas: impl Fn() -> u32 + Send + Sync + 'static,
     ) -> Self {
         self.replicas = Arc::new(move || replicas().max(1));
+        self
+    }
+
+    /// Folds the proxies' usage back into `limiter`'s store: each report's allowed requests are
+    /// debited from the rule's bucket (the one `ShouldRateLimit` counts in), so callers of both
+    /// services share the rule. A debit the store refuses (the rule was used elsewhere) halves
+    /// the rate handed out for that bucket; each debit it accepts doubles it back, up to the
+    /// whole share.
+    pub fn with_store(mut self, limiter: Arc<Limiter>) -> Self {
+        self.limiter = Some(limiter);
         self
     }
 
@@ -172,6 +199,7 @@ impl QuotaServer {
         id: &BucketId,
         demands: &HashMap<u64, Demand>,
         stream: u64,
+        scale: f64,
     ) -> BucketAction {
         let config = self.config.read().clone();
         let entries: Vec<Entry> = key.entries.iter().map(|(k, v)| Entry::new(k, v)).collect();
@@ -186,7 +214,7 @@ impl QuotaServer {
             }
             Some(rule) => Strategy::TokenBucket(token_bucket(
                 &rule,
-                share(demands, stream),
+                share(demands, stream) * scale,
                 (self.replicas)(),
             )),
         };
@@ -203,10 +231,52 @@ impl QuotaServer {
 
     /// Folds one report of `stream` in: its demand per bucket, then the new assignments, to it
     /// for every bucket it reported and to the bucket's other proxies whose share changed.
-    fn report(&self, stream: u64, reports: &RateLimitQuotaUsageReports) {
+    async fn report(&self, stream: u64, reports: &RateLimitQuotaUsageReports) {
+        // First the store: what each bucket's debit says of the rule's use elsewhere.
+        let mut verdicts: HashMap<BucketKey, bool> = HashMap::new();
+        if let Some(limiter) = &self.limiter {
+            let config = self.config.read().clone();
+            for usage in &reports.bucket_quota_usages {
+                let Some(id) = &usage.bucket_id else { continue };
+                let key = BucketKey {
+                    domain: reports.domain.clone(),
+                    entries: entries_of(id),
+                };
+                let entries: Vec<Entry> =
+                    key.entries.iter().map(|(k, v)| Entry::new(k, v)).collect();
+                let Some(matched) = config.limit_for(&key.domain, &entries) else {
+                    continue;
+                };
+                let (Ok(policy), Ok(allowed)) = (
+                    matched.rate_limit.policy(),
+                    u32::try_from(usage.num_requests_allowed),
+                ) else {
+                    continue;
+                };
+                if allowed == 0 || matched.rate_limit.unlimited {
+                    continue;
+                }
+                // More than a burst at once cannot be debited: the burst stands for it.
+                let cost = allowed.min(policy.burst());
+                let limit = Limit::new(&matched.bucket, policy).with_cost(cost);
+                let accepted = limiter
+                    .acquire(&[limit])
+                    .await
+                    .is_ok_and(|verdict| verdict.is_allowed());
+                verdicts.insert(key, accepted);
+            }
+        }
         let now = tokio::time::Instant::now();
         let forget = self.ttl * FORGET_AFTER_TTLS;
         let mut state = self.state.lock();
+        for (key, accepted) in verdicts {
+            let scale = state.scales.entry(key).or_insert(1.0);
+            *scale = if accepted {
+                (*scale * 2.0).min(1.0)
+            } else {
+                (*scale / 2.0).max(1.0 / 64.0)
+            };
+        }
         let mut outgoing: HashMap<u64, Vec<BucketAction>> = HashMap::new();
         for usage in &reports.bucket_quota_usages {
             let Some(id) = &usage.bucket_id else { continue };
@@ -232,11 +302,12 @@ impl QuotaServer {
                 },
             );
             let demands = demands.clone();
+            let scale = state.scales.get(&key).copied().unwrap_or(1.0);
             for &other in demands.keys() {
                 outgoing
                     .entry(other)
                     .or_default()
-                    .push(self.action(&key, id, &demands, other));
+                    .push(self.action(&key, id, &demands, other, scale));
             }
         }
         for (to, actions) in outgoing {
@@ -284,11 +355,12 @@ impl RateLimitQuotaService for QuotaServer {
             config: self.config.clone(),
             replicas: self.replicas.clone(),
             ttl: self.ttl,
+            limiter: self.limiter.clone(),
             state: self.state.clone(),
         };
         tokio::spawn(async move {
             while let Ok(Some(report)) = reports.message().await {
-                server.report(stream, &report);
+                server.report(stream, &report).await;
             }
             // The proxy left: its share goes back to the others at their next report.
             let mut state = server.state.lock();
@@ -297,6 +369,10 @@ impl RateLimitQuotaService for QuotaServer {
                 demands.remove(&stream);
             }
             state.buckets.retain(|_, d| !d.is_empty());
+            let State {
+                buckets, scales, ..
+            } = &mut *state;
+            scales.retain(|key, _| buckets.contains_key(key));
         });
         let responses = tonic::codegen::tokio_stream::wrappers::ReceiverStream::new(receiver);
         Ok(Response::new(Box::pin(responses)))
