@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
 """Prints the median of every criterion benchmark, its rate, and its time relative to ratelimit's.
 
-Usage: scripts/bench-summary.py [target/criterion]. Reads criterion's estimates.json files, so run
-`cargo bench -p ratelimit-benches` first.
+Usage: scripts/bench-summary.py [DIR]. Reads criterion's estimates.json files, so run
+`cargo bench -p ratelimit-benches` first. DIR is where criterion wrote them: by default
+$CRITERION_HOME when set (criterion writes there), else $CARGO_TARGET_DIR/criterion, else
+target/criterion.
 """
 import json
+import os
 import pathlib
 import sys
 
-root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "target/criterion")
+
+def default_root():
+    if os.environ.get("CRITERION_HOME"):
+        return os.environ["CRITERION_HOME"]
+    return os.path.join(os.environ.get("CARGO_TARGET_DIR", "target"), "criterion")
+
+
+root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else default_root())
 rows = {}
 for estimates in sorted(root.glob("**/new/estimates.json")):
     bench = estimates.parent.parent
