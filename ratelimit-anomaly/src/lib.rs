@@ -63,7 +63,11 @@ pub mod tower;
 
 pub use actuator::{Actuator, KeyedLimiterActuator, scaled};
 pub use baseline::Ewma;
-pub use cohort::{CohortConfig, Cohorts, Learning};
-pub use controller::{Action, Controller, ControllerConfig, Decided, Reason, Signal, State};
+pub use cohort::{CohortConfig, Cohorts, Learning, Persistence, PersistenceConfig};
+pub use controller::{
+    Action, Cohort, Controller, ControllerConfig, Decided, Reason, Signal, State, Until,
+};
 pub use detector::{DetectorConfig, RateDetector};
-pub use monitor::{Dimension, DimensionStats, Monitor, MonitorConfig, RequestEvent, TickStats};
+pub use monitor::{
+    Dimension, DimensionStats, Monitor, MonitorConfig, RequestEvent, Standing, TickStats,
+};
