@@ -288,6 +288,8 @@ pub struct Status {
     pub newcomer_budget: Option<(u32, u32)>,
     /// The last actions decided, explained, newest last (at most 64).
     pub recent: Vec<Explained>,
+    /// Ticks run so far.
+    pub ticks: u64,
     /// Requests seen in the last tick.
     pub requests: u64,
     /// Requests limited in the last tick.
@@ -342,6 +344,7 @@ pub fn spawn<A: Actuator + 'static>(
         score: 0.0,
         newcomer_budget: None,
         recent: Vec::new(),
+        ticks: 0,
         requests: 0,
         limited: 0,
         top_clients: Vec::new(),
@@ -378,6 +381,7 @@ pub fn spawn<A: Actuator + 'static>(
             status.score = controller.last_score();
             status.newcomer_budget = controller.newcomer_budget();
             status.recent.extend(explained);
+            status.ticks += 1;
             status.requests = stats.requests;
             status.limited = stats.limited;
             status.top_clients = stats
