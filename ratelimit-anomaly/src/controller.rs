@@ -74,6 +74,12 @@ pub struct ControllerConfig {
     pub newcomer_headroom: f64,
     /// ... and at least this many.
     pub newcomer_floor: u32,
+    /// Ticks after start before the newcomers' normal level is learned. Until the cohorts have
+    /// seen two epochs ([`CohortConfig::epoch_ticks`](crate::CohortConfig)) nobody can be
+    /// established, so everyone is a newcomer; a level learned then would be the whole traffic,
+    /// and a flood soon after start would not stand out from it (the global limit would be cut
+    /// instead of the newcomers' budget set).
+    pub newcomer_warmup_ticks: u64,
     /// Score each tick's feature vector (rate, limited and error ratios, latency, sources, top
     /// share, entropy) with a random cut forest; a score at or above `forest_threshold` is
     /// suspicious. `None`: off.
@@ -110,6 +116,8 @@ impl Default for ControllerConfig {
             newcomer_factor: 3.0,
             newcomer_headroom: 1.0,
             newcomer_floor: 10,
+            // Two epochs of the monitor's default cohorts.
+            newcomer_warmup_ticks: 60,
             #[cfg(feature = "forest")]
             forest: None,
             #[cfg(feature = "forest")]
@@ -740,8 +748,10 @@ impl Controller {
 
     fn learn(&mut self, stats: &TickStats) {
         self.traffic.update(stats.requests as f64);
-        self.newcomers.update(stats.newcomer_requests as f64);
-        self.persistent.update(stats.persistent_requests as f64);
+        if self.tick > self.config.newcomer_warmup_ticks {
+            self.newcomers.update(stats.newcomer_requests as f64);
+            self.persistent.update(stats.persistent_requests as f64);
+        }
         for hitter in &stats.dimension(Dimension::Route).heavy {
             remember(&mut self.route_history, hitter.key.clone(), 300.0)
                 .update(f64::from(hitter.count));
