@@ -8,7 +8,7 @@
 //! controller's health gate reads. Nothing here asserts a speed: every wait polls for its
 //! condition with a generous deadline, and the counts asserted are about who was refused, not how
 //! many requests went through.
-#![allow(clippy::unwrap_used, clippy::panic)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -520,7 +520,7 @@ mod tests {
             persistence.observe(machine);
             persistence.observe(machine); // several requests a tick count once
             // A page every five seconds for twenty seconds, then gone; back a minute later.
-            if tick % 5 == 0 && (tick < 20 || tick >= 55) {
+            if tick % 5 == 0 && !(20..55).contains(&tick) {
                 person_peak = person_peak.max(persistence.observe(person));
             }
             persistence.tick();
