@@ -339,8 +339,10 @@ impl Action {
     /// What is done, in words.
     pub fn what(&self) -> String {
         match self {
-            Action::PenalizeKey { key, ttl, .. } => format!("block {key} for {}s", ttl.as_secs()),
-            Action::LiftKey { key, .. } => format!("unblock {key}"),
+            Action::PenalizeKey { key, ttl, .. } => {
+                format!("blocked {key} for {}s", ttl.as_secs())
+            }
+            Action::LiftKey { key, .. } => format!("unblocked {key}"),
             Action::ScaleRoute { route, factor, .. } => {
                 format!("{route}'s limit at {:.0}%", factor * 100.0)
             }
