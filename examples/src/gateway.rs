@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::http::{Request, Response};
 use axum::response::Html;
 use axum::routing::get;
-use ratelimit_anomaly::tower::{AnomalyTask, TowerActuator, TowerObserver, newcomer_rule, spawn};
-use ratelimit_anomaly::{Action, Controller, ControllerConfig, Dimension, Monitor};
+use ratelimit_anomaly::tower::{AnomalyTask, TowerActuator, TowerObserver, newcomer_rules, spawn};
+use ratelimit_anomaly::{Controller, ControllerConfig, Dimension, Monitor};
 use ratelimit_core::{Limiter, MemoryStore, Policy, PolicyError};
 use ratelimit_tower::{
     ConfigError, ControlError, ForwardedHeader, IpPrefixes, KeyExtractor, RateLimitHandle,
@@ -194,8 +194,14 @@ pub async fn start(
         .with_header(config.forwarded_header.clone())
         .with_prefixes(config.prefixes);
     // Clients the monitor has not seen before an anomaly share one budget while the controller
-    // asks for it; otherwise the rule lets everything through unlooked at.
-    let (newcomers, gate) = newcomer_rule(monitor.clone(), trusted.clone(), "newcomers")?;
+    // asks for it (persistent ones another); otherwise the rules let everything through unlooked
+    // at.
+    let (newcomers, persistent, gate) = newcomer_rules(
+        monitor.clone(),
+        trusted.clone(),
+        "newcomers",
+        "persistent-newcomers",
+    )?;
     let layer = RateLimitLayer::builder(limiter.clone())
         .rule(Rule::new(
             "per-client",
@@ -203,6 +209,7 @@ pub async fn start(
             Policy::per_second(config.per_client)?,
         ))
         .rule(newcomers)
+        .rule(persistent)
         .rule(Rule::new(
             "global",
             KeyExtractor::Global,
@@ -219,8 +226,9 @@ pub async fn start(
     let anomaly = Arc::new(spawn(
         monitor,
         Controller::new(config.anomaly),
-        TowerActuator::new(handle.clone(), "global")?.with_newcomer_rule(
+        TowerActuator::new(handle.clone(), "global")?.with_newcomer_rules(
             "newcomers",
+            "persistent-newcomers",
             gate,
             tick,
         )?,
@@ -254,7 +262,12 @@ pub async fn start(
         .route(
             "/status",
             get(move || {
-                let page = status_page(&status_handle, &status_anomaly, limiter.store_healthy());
+                let page = status_page(
+                    &status_handle,
+                    &status_anomaly,
+                    limiter.store_healthy(),
+                    tick,
+                );
                 async move { Html(page) }
             }),
         )
@@ -282,7 +295,12 @@ pub async fn start(
 }
 
 /// The live status page: refreshed every two seconds.
-fn status_page(handle: &RateLimitHandle, anomaly: &AnomalyTask, store_healthy: bool) -> String {
+fn status_page(
+    handle: &RateLimitHandle,
+    anomaly: &AnomalyTask,
+    store_healthy: bool,
+    tick: Duration,
+) -> String {
     let status = anomaly.status();
     let mut page = String::from(
         "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
@@ -329,42 +347,53 @@ fn status_page(handle: &RateLimitHandle, anomaly: &AnomalyTask, store_healthy: b
     for (client, count) in &status.top_clients {
         let _ = write!(page, "<tr><td>{}</td><td>{count}</td></tr>", escape(client));
     }
-    page.push_str("</table><h2>Anomaly actions</h2><table><tr><th>action</th><th>applied</th><th>reason</th></tr>");
-    for decided in status.recent.iter().rev() {
-        let (what, reason) = match &decided.action {
-            Action::PenalizeKey {
-                key, ttl, reason, ..
-            } => (format!("block {key} for {ttl:?}"), reason),
-            Action::LiftKey { key, reason, .. } => (format!("unblock {key}"), reason),
-            Action::ScaleGlobal { factor, reason } => {
-                (format!("global limit x{factor:.2}"), reason)
-            }
-            Action::ScaleRoute {
-                route,
-                factor,
-                reason,
-            } => (format!("{route} limit x{factor:.2}"), reason),
-            Action::LimitNewcomers { per_tick, reason } => (
-                format!(
-                    "newcomers share {per_tick} requests a tick; established clients untouched"
-                ),
-                reason,
-            ),
-            Action::LiftNewcomers { reason } => ("newcomers' budget lifted".to_string(), reason),
+    match status.newcomer_budget {
+        Some((fresh, persistent)) => {
+            let _ = write!(
+                page,
+                "<p>Newcomers' budget: <b>{fresh}</b> requests a tick (persistent newcomers \
+                 <b>{persistent}</b>); established clients keep their limits.</p>"
+            );
+        }
+        None => page.push_str("<p>Newcomers' budget: none.</p>"),
+    }
+    // Every action explained: which cohort, which signal and its evidence, what was done, until
+    // when (the same explanation the decision stream and the log carry).
+    page.push_str(
+        "</table><h2>Anomaly actions</h2><table><tr><th>decided</th><th>cohort</th>\
+         <th>signal</th><th>action</th><th>applied</th><th>until</th><th>explanation</th></tr>",
+    );
+    for explained in status.recent.iter().rev() {
+        let action = &explained.decided.action;
+        let reason = action.reason();
+        let decided = humantime(explained.at);
+        let until = match explained.until() {
+            Some(at) => humantime(at),
+            None => reason.until.describe(tick),
         };
         let _ = write!(
             page,
-            "<tr><td>{}</td><td>{}</td><td>{:?}: observed {:.0} against {:.1} (score {:.2})</td></tr>",
-            escape(&what),
-            decided.apply,
+            "<tr><td>{decided}</td><td>{}</td><td>{:?}: observed {:.0} against {:.1} (score {:.2})\
+             </td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&reason.cohort.to_string()),
             reason.signal,
             reason.observed,
             reason.baseline,
-            reason.score
+            reason.score,
+            escape(&action.what()),
+            explained.decided.apply,
+            escape(&until),
+            escape(&explained.text)
         );
     }
     page.push_str("</table></body></html>");
     page
+}
+
+/// A wall-clock time as seconds since the Unix epoch, UTC (no calendar crate for a status page).
+fn humantime(at: std::time::SystemTime) -> String {
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map_or_else(|_| "-".to_string(), |d| format!("{}s UTC", d.as_secs()))
 }
 
 fn escape(text: &str) -> String {

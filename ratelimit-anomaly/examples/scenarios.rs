@@ -121,42 +121,47 @@ fn ticks(value: Option<u32>) -> String {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
     println!(
-        "{:<26} {:>7} {:>8} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "{:<27} {:>6} {:>8} {:>6} {:>8} {:>8} {:>15} {:>15} {:>15} {:>15} {:>15} {:>6}",
         "scenario",
         "detect",
         "mitigate",
         "global",
         "atk lim.",
         "atk >10s",
-        "est. bef",
-        "est. dur",
-        "est. >10s",
-        "new dur",
-        "est. aft",
-        "new aft",
+        "est b/d/a %",
+        "new b/d/a %",
+        "est/new >10s %",
+        "crowd d/>10s %",
+        "legit dur %",
         "relax"
     );
     for scenario in Scenario::all() {
-        let outcome = run(&scenario, ControllerConfig::default());
+        let o = run(&scenario, ControllerConfig::default());
         let pct = |v: f64| format!("{:.2}%", 100.0 * v);
+        let three =
+            |a: f64, b: f64, c: f64| format!("{:.1}/{:.1}/{:.1}", 100.0 * a, 100.0 * b, 100.0 * c);
+        let two = |a: f64, b: f64| format!("{:.2}/{:.2}", 100.0 * a, 100.0 * b);
         println!(
-            "{:<26} {:>7} {:>8} {:>7} {:>8} {:>9} {:>9} {:>9} {:>10} {:>9} {:>9} {:>9} {:>7}",
-            outcome.name,
-            ticks(outcome.time_to_detect),
-            ticks(outcome.time_to_mitigate),
-            ticks(outcome.time_to_tighten_global),
-            pct(outcome.attack_limited),
-            pct(outcome.attack_limited_after_10),
-            pct(outcome.before.established),
-            pct(outcome.during.established),
-            pct(outcome.during_after_10.established),
-            pct(outcome.during.newcomers),
-            pct(outcome.after.established),
-            pct(outcome.after.newcomers),
-            ticks(outcome.time_to_relax),
+            "{:<27} {:>6} {:>8} {:>6} {:>8} {:>8} {:>15} {:>15} {:>15} {:>15} {:>15} {:>6}",
+            o.name,
+            ticks(o.time_to_detect),
+            ticks(o.time_to_mitigate),
+            ticks(o.time_to_tighten_global),
+            pct(o.attack_limited),
+            pct(o.attack_limited_after_10),
+            three(
+                o.before.established,
+                o.during.established,
+                o.after.established
+            ),
+            three(o.before.newcomers, o.during.newcomers, o.after.newcomers),
+            two(o.during_after_10.established, o.during_after_10.newcomers),
+            two(o.during.crowd, o.during_after_10.crowd),
+            pct(o.legitimate_limited_during),
+            ticks(o.time_to_relax),
         );
         if let Some(dir) = &args.plot {
-            println!("    drawn: {}", plot(&outcome, dir)?.display());
+            println!("    drawn: {}", plot(&o, dir)?.display());
         }
     }
     Ok(())

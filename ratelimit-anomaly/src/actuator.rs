@@ -85,6 +85,8 @@ mod tests {
             baseline: 0.0,
             key: None,
             ttl: None,
+            cohort: crate::controller::Cohort::Everyone,
+            until: crate::controller::Until::Lifted,
         }
     }
 

@@ -12,7 +12,7 @@
 //! after one to two generations. Hashes come from [`hash_key`](crate::sketch::hash_key), seeded per
 //! process, so an attacker cannot aim its keys at the filter's bits.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 
 /// Sizes and periods of the cohort sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,11 @@ impl Default for CohortConfig {
 pub enum Learning {
     /// Every sighting: first sightings go into the history, returning clients are established.
     On,
+    /// As `On`, except that persistent newcomers ([`Persistence`]) are not established: while
+    /// traffic is suspicious but the backend healthy (a daily peak, a flash crowd being watched),
+    /// people keep becoming established, but sources that have sent every tick since the traffic
+    /// turned odd do not, so that a flood ramping up slowly is still new when it starts to hurt.
+    Watchful,
     /// Nothing (while anything is mitigated): whoever arrives now stays a newcomer.
     Off,
 }
@@ -115,7 +120,26 @@ pub struct Cohorts {
     epoch: AtomicUsize,
     generation: AtomicUsize,
     ticks: AtomicU64,
-    learning: AtomicBool,
+    // The `Learning` in force, as `Learning::code`.
+    learning: AtomicU8,
+}
+
+impl Learning {
+    fn code(self) -> u8 {
+        match self {
+            Learning::Off => 0,
+            Learning::On => 1,
+            Learning::Watchful => 2,
+        }
+    }
+
+    fn of(code: u8) -> Self {
+        match code {
+            1 => Learning::On,
+            2 => Learning::Watchful,
+            _ => Learning::Off,
+        }
+    }
 }
 
 impl Cohorts {
@@ -130,7 +154,7 @@ impl Cohorts {
             epoch: AtomicUsize::new(0),
             generation: AtomicUsize::new(0),
             ticks: AtomicU64::new(0),
-            learning: AtomicBool::new(true),
+            learning: AtomicU8::new(1),
         }
     }
 
@@ -138,8 +162,19 @@ impl Cohorts {
     /// learning nothing is recorded: identities that arrive during an anomaly stay newcomers.
     #[inline]
     pub fn observe(&self, hash: u64) -> bool {
+        self.observe_persistent(hash, false)
+    }
+
+    /// [`observe`](Self::observe) of a client that [`Persistence`] says is `persistent`: while
+    /// [`Learning::Watchful`] it is not established, nor is its sighting recorded.
+    #[inline]
+    pub fn observe_persistent(&self, hash: u64, persistent: bool) -> bool {
         let established = self.is_established(hash);
-        if !self.learning.load(Ordering::Relaxed) || self.this_epoch.contains(hash) {
+        let learning = self.learning();
+        if learning == Learning::Off
+            || (learning == Learning::Watchful && persistent && !established)
+            || self.this_epoch.contains(hash)
+        {
             return established;
         }
         // The first sighting this epoch: seen before means seen in an earlier epoch.
@@ -162,13 +197,17 @@ impl Cohorts {
 
     /// Whether sightings are recorded now.
     pub fn is_learning(&self) -> bool {
-        self.learning.load(Ordering::Relaxed)
+        self.learning() != Learning::Off
+    }
+
+    /// What is recorded now.
+    pub fn learning(&self) -> Learning {
+        Learning::of(self.learning.load(Ordering::Relaxed))
     }
 
     /// Sets what is recorded ([`Controller::learning`](crate::Controller::learning) says).
     pub fn set_learning(&self, learning: Learning) {
-        self.learning
-            .store(learning == Learning::On, Ordering::Relaxed);
+        self.learning.store(learning.code(), Ordering::Relaxed);
     }
 
     /// Once a tick: while learning, every `epoch_ticks` ticks the older epoch is forgotten and a
@@ -199,6 +238,175 @@ impl Cohorts {
             .chain(&self.established)
             .map(Bloom::memory)
             .sum()
+    }
+}
+
+/// How long newcomers have been coming, in fixed memory: per identity, the ticks it was active in
+/// during its current session (a session ends after [`PersistenceConfig::session_gap`] idle
+/// ticks). Only newcomers are recorded.
+///
+/// Why: a flash crowd is people, in short sessions at human rates, with pauses between pages; a
+/// flood that no per-client limit sees is machines, sending every tick for as long as the attack
+/// lasts. Identity alone cannot tell them apart (both are new); how persistently they come can.
+/// Newcomers active in at least [`PersistenceConfig::persistent_ticks`] ticks of one session are
+/// *persistent*, and the controller holds them to a budget of their own, so that the crowd's
+/// budget is not spent by the flood.
+///
+/// Each of four rows of cells keeps `(last tick active, active ticks)` packed in one atomic word;
+/// an identity's count is the smallest of its four cells. A collision can only make an identity
+/// look more persistent (its cells also count their other identities' ticks), and only when it
+/// collides in all four rows. Cells are indexed with the per-process seeded hash
+/// ([`hash_key`](crate::sketch::hash_key)), so nobody can aim identities at a victim's cells.
+pub struct Persistence {
+    config: PersistenceConfig,
+    rows: [Box<[AtomicU64]>; 4],
+    mask: u64,
+    // Relaxed: the tick counter is read by the hot path to date its sightings; one that reads the
+    // previous tick counts the sighting there, which is as good.
+    now: AtomicU64,
+}
+
+/// Sizes and thresholds of [`Persistence`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PersistenceConfig {
+    /// Cells per row (rounded up to a power of two): memory is `4 × 8 × width` bytes.
+    pub width: usize,
+    /// Idle ticks after which an identity's session is over and its count starts again.
+    pub session_gap: u32,
+    /// Active ticks in one session from which a newcomer is persistent. People browsing pause
+    /// between pages (a request every few seconds, sessions of tens of seconds); a source sending
+    /// every second reaches this in as many seconds.
+    pub persistent_ticks: u32,
+}
+
+impl Default for PersistenceConfig {
+    fn default() -> Self {
+        PersistenceConfig {
+            width: 1 << 14,
+            session_gap: 30,
+            persistent_ticks: 8,
+        }
+    }
+}
+
+/// The low half of a cell: active ticks; the high half: the last tick active.
+fn unpack(cell: u64) -> (u32, u32) {
+    ((cell >> 32) as u32, cell as u32)
+}
+
+fn pack(last: u32, active: u32) -> u64 {
+    (u64::from(last) << 32) | u64::from(active)
+}
+
+impl Persistence {
+    /// Empty cells sized by `config`.
+    pub fn new(config: PersistenceConfig) -> Self {
+        let width = config.width.clamp(64, 1 << 16).next_power_of_two();
+        let row = || (0..width).map(|_| AtomicU64::new(0)).collect();
+        Persistence {
+            config,
+            rows: [row(), row(), row(), row()],
+            mask: width as u64 - 1,
+            // Tick 0 is "never seen" in a fresh cell: start at 1.
+            now: AtomicU64::new(1),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> PersistenceConfig {
+        self.config
+    }
+
+    fn cells(&self, hash: u64) -> impl Iterator<Item = &AtomicU64> + '_ {
+        // 16 bits of the hash per row: four independent indexes from one 64-bit hash.
+        self.rows
+            .iter()
+            .enumerate()
+            .filter_map(move |(row, cells)| cells.get(((hash >> (16 * row)) & self.mask) as usize))
+    }
+
+    fn tick_now(&self) -> u32 {
+        self.now.load(Ordering::Relaxed) as u32
+    }
+
+    /// What a cell says now: its active ticks if its session is still open, else 0.
+    fn live(&self, cell: u64, now: u32) -> u32 {
+        let (last, active) = unpack(cell);
+        if last == 0 || now.wrapping_sub(last) > self.config.session_gap {
+            0
+        } else {
+            active
+        }
+    }
+
+    /// Records that the identity of `hash` is active this tick; returns its active ticks in the
+    /// session so far (this one included). A few relaxed loads, and one compare-and-swap per cell
+    /// at most once a tick.
+    #[inline]
+    pub fn observe(&self, hash: u64) -> u32 {
+        let now = self.tick_now();
+        let mut estimate = u32::MAX;
+        for cell in self.cells(hash) {
+            let mut current = cell.load(Ordering::Relaxed);
+            let count = loop {
+                let (last, _) = unpack(current);
+                if last == now {
+                    break unpack(current).1;
+                }
+                let active = self.live(current, now).saturating_add(1);
+                // Relaxed: the cell is a statistic on its own; losing the race means another
+                // request counted this tick already, which the retry sees.
+                match cell.compare_exchange_weak(
+                    current,
+                    pack(now, active),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => break active,
+                    Err(actual) => current = actual,
+                }
+            };
+            estimate = estimate.min(count);
+        }
+        if estimate == u32::MAX { 0 } else { estimate }
+    }
+
+    /// The identity's active ticks in its current session, recording nothing.
+    #[inline]
+    pub fn active(&self, hash: u64) -> u32 {
+        let now = self.tick_now();
+        self.cells(hash)
+            .map(|cell| self.live(cell.load(Ordering::Relaxed), now))
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// Whether the identity of `hash` is persistent now.
+    #[inline]
+    pub fn is_persistent(&self, hash: u64) -> bool {
+        self.active(hash) >= self.config.persistent_ticks
+    }
+
+    /// Once a tick.
+    pub fn tick(&self) {
+        let next = self.now.load(Ordering::Relaxed) + 1;
+        // Tick 0 marks empty cells; after 2^32 ticks the counter wraps past it.
+        let next = if next as u32 == 0 { next + 1 } else { next };
+        self.now.store(next, Ordering::Relaxed);
+    }
+
+    /// Bytes held.
+    pub fn memory(&self) -> usize {
+        self.rows.iter().map(|r| r.len() * 8).sum()
+    }
+}
+
+impl std::fmt::Debug for Persistence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Persistence")
+            .field("config", &self.config)
+            .field("memory", &self.memory())
+            .finish_non_exhaustive()
     }
 }
 
@@ -301,5 +509,46 @@ mod tests {
             .filter(|i| cohorts.is_established(hash_key(&format!("new-{i}"))))
             .count();
         assert!(false_positives < 500, "{false_positives} of 10,000");
+    }
+
+    #[test]
+    fn a_source_active_every_tick_is_persistent_and_a_browsing_person_is_not() {
+        let persistence = Persistence::new(PersistenceConfig::default());
+        let (machine, person) = (hash_key("172.16.0.1"), hash_key("198.51.100.7"));
+        let mut person_peak = 0;
+        for tick in 0..60u32 {
+            persistence.observe(machine);
+            persistence.observe(machine); // several requests a tick count once
+            // A page every five seconds for twenty seconds, then gone; back a minute later.
+            if tick % 5 == 0 && !(20..55).contains(&tick) {
+                person_peak = person_peak.max(persistence.observe(person));
+            }
+            persistence.tick();
+        }
+        assert!(persistence.is_persistent(machine));
+        assert_eq!(persistence.active(machine), 60);
+        assert!(person_peak < PersistenceConfig::default().persistent_ticks);
+        assert!(!persistence.is_persistent(person));
+        assert_eq!(
+            persistence.active(hash_key("never seen")),
+            0,
+            "an unseen identity has no history"
+        );
+    }
+
+    #[test]
+    fn a_session_ends_after_the_gap() {
+        let persistence = Persistence::new(PersistenceConfig::default());
+        let source = hash_key("172.16.0.2");
+        for _ in 0..20 {
+            persistence.observe(source);
+            persistence.tick();
+        }
+        assert!(persistence.is_persistent(source));
+        for _ in 0..=PersistenceConfig::default().session_gap {
+            persistence.tick();
+        }
+        assert_eq!(persistence.active(source), 0);
+        assert_eq!(persistence.observe(source), 1, "a new session");
     }
 }

@@ -74,6 +74,12 @@ pub struct ControllerConfig {
     pub newcomer_headroom: f64,
     /// ... and at least this many.
     pub newcomer_floor: u32,
+    /// Ticks after start before the newcomers' normal level is learned. Until the cohorts have
+    /// seen two epochs ([`CohortConfig::epoch_ticks`](crate::CohortConfig)) nobody can be
+    /// established, so everyone is a newcomer; a level learned then would be the whole traffic,
+    /// and a flood soon after start would not stand out from it (the global limit would be cut
+    /// instead of the newcomers' budget set).
+    pub newcomer_warmup_ticks: u64,
     /// Score each tick's feature vector (rate, limited and error ratios, latency, sources, top
     /// share, entropy) with a random cut forest; a score at or above `forest_threshold` is
     /// suspicious. `None`: off.
@@ -110,6 +116,8 @@ impl Default for ControllerConfig {
             newcomer_factor: 3.0,
             newcomer_headroom: 1.0,
             newcomer_floor: 10,
+            // Two epochs of the monitor's default cohorts.
+            newcomer_warmup_ticks: 60,
             #[cfg(feature = "forest")]
             forest: None,
             #[cfg(feature = "forest")]
@@ -150,6 +158,8 @@ pub enum Signal {
     SustainedShift,
     /// Requests from identities that were not here before the anomaly, against their normal level.
     NewcomerSurge,
+    /// The backend is healthy while newcomers are turned away: their budget grows.
+    HealthyBackend,
     /// Traffic calm again.
     Calm,
     /// A penalty's time to live ran out.
@@ -171,6 +181,77 @@ pub struct Reason {
     pub key: Option<String>,
     /// How long the action lasts, where it expires.
     pub ttl: Option<Duration>,
+    /// Whom the action is aimed at.
+    pub cohort: Cohort,
+    /// Until when it holds.
+    pub until: Until,
+}
+
+/// Whom an action is aimed at: the cohort is acted on before everyone is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cohort {
+    /// Everyone: the global limit.
+    Everyone,
+    /// The requests on one route.
+    Route(String),
+    /// One key of a dimension (a client, an API key).
+    Key {
+        /// The key's dimension.
+        dimension: Dimension,
+        /// The key.
+        key: String,
+    },
+    /// The clients that are not established: the identities that arrived with the anomaly.
+    /// Established clients keep their own limits.
+    Newcomers,
+}
+
+/// Until when an action holds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Until {
+    /// Until the controller's tick `tick`, `ttl` after it was taken (a key's penalty).
+    Expires {
+        /// The tick it ends at.
+        tick: u64,
+        /// How long after it was taken.
+        ttl: Duration,
+    },
+    /// Until the traffic has been calm for `quiet_ticks` ticks in a row; then relaxed a step a
+    /// tick.
+    Calm {
+        /// Calm ticks needed.
+        quiet_ticks: u32,
+    },
+    /// Being relaxed a step each calm tick, back to the configured limits.
+    Relaxing,
+    /// Nothing left to hold: a lift, or the last step of a relaxation.
+    Lifted,
+}
+
+impl std::fmt::Display for Cohort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cohort::Everyone => f.write_str("everyone"),
+            Cohort::Route(route) => write!(f, "route {route}"),
+            Cohort::Key { dimension, key } => write!(f, "{dimension:?} {key}"),
+            Cohort::Newcomers => f.write_str("newcomers (clients not established)"),
+        }
+    }
+}
+
+impl Until {
+    /// In words, with the tick the action was decided at (for the time left).
+    pub fn describe(&self, tick: Duration) -> String {
+        match self {
+            Until::Expires { ttl, .. } => format!("for {}s", ttl.as_secs()),
+            Until::Calm { quiet_ticks } => format!(
+                "until the traffic is calm for {:.0}s, then relaxed step by step",
+                f64::from(*quiet_ticks) * tick.as_secs_f64()
+            ),
+            Until::Relaxing => "relaxing a step each calm tick".to_string(),
+            Until::Lifted => "lifted".to_string(),
+        }
+    }
 }
 
 /// What the controller asks the limiter to do.
@@ -208,8 +289,12 @@ pub enum Action {
     /// Hold every client that is not established to one shared budget of `per_tick` requests a
     /// tick; established clients keep their limits.
     LimitNewcomers {
-        /// Requests a tick for all newcomers together.
+        /// Requests a tick for all newcomers together (those not persistent).
         per_tick: u32,
+        /// Requests a tick for all persistent newcomers together ([`Persistence`](crate::Persistence)):
+        /// sources sending every tick, held apart so that they cannot spend the budget of people
+        /// arriving in a flash crowd.
+        persistent_per_tick: u32,
         /// Why.
         reason: Reason,
     },
@@ -234,6 +319,66 @@ pub struct Decided {
     pub action: Action,
     /// Whether to apply it; in shadow mode actions are only reported.
     pub apply: bool,
+    /// The controller's tick it was decided at.
+    pub tick: u64,
+}
+
+impl Action {
+    /// Why it was taken.
+    pub fn reason(&self) -> &Reason {
+        match self {
+            Action::PenalizeKey { reason, .. }
+            | Action::LiftKey { reason, .. }
+            | Action::ScaleRoute { reason, .. }
+            | Action::LimitNewcomers { reason, .. }
+            | Action::LiftNewcomers { reason }
+            | Action::ScaleGlobal { reason, .. } => reason,
+        }
+    }
+
+    /// What is done, in words.
+    pub fn what(&self) -> String {
+        match self {
+            Action::PenalizeKey { key, ttl, .. } => {
+                format!("blocked {key} for {}s", ttl.as_secs())
+            }
+            Action::LiftKey { key, .. } => format!("unblocked {key}"),
+            Action::ScaleRoute { route, factor, .. } => {
+                format!("{route}'s limit at {:.0}%", factor * 100.0)
+            }
+            Action::LimitNewcomers {
+                per_tick,
+                persistent_per_tick,
+                ..
+            } => format!(
+                "newcomers share {per_tick} requests a tick, persistent newcomers \
+                 {persistent_per_tick}; established clients keep their limits"
+            ),
+            Action::LiftNewcomers { .. } => "newcomers' budget lifted".to_string(),
+            Action::ScaleGlobal { factor, .. } => {
+                format!("global limit at {:.0}%", factor * 100.0)
+            }
+        }
+    }
+}
+
+impl Decided {
+    /// The whole explanation on one line: which cohort, which signal (what was observed against
+    /// what was expected), what was done, and until when; `tick` is the controller's tick length.
+    pub fn explain(&self, tick: Duration) -> String {
+        let reason = self.action.reason();
+        format!(
+            "{}{}: {} ({:?}: observed {:.0} against {:.1}, score {:.2}), {}",
+            if self.apply { "" } else { "[shadow] " },
+            reason.cohort,
+            self.action.what(),
+            reason.signal,
+            reason.observed,
+            reason.baseline,
+            reason.score,
+            reason.until.describe(tick)
+        )
+    }
 }
 
 /// The state machine. Feed it every tick's [`TickStats`]; apply what it returns.
@@ -251,7 +396,8 @@ pub struct Controller {
     latency: Ewma,
     errors: Ewma,
     newcomers: Ewma,
-    newcomer_budget: Option<u32>,
+    persistent: Ewma,
+    newcomer_budget: Option<(u32, u32)>,
     last_healthy: bool,
     key_history: HashMap<(Dimension, String), Ewma>,
     route_history: HashMap<String, Ewma>,
@@ -331,6 +477,7 @@ impl Controller {
             latency: Ewma::with_half_life(300.0),
             errors: Ewma::with_half_life(300.0),
             newcomers: Ewma::with_half_life(300.0),
+            persistent: Ewma::with_half_life(300.0),
             newcomer_budget: None,
             last_healthy: true,
             key_history: HashMap::new(),
@@ -420,6 +567,9 @@ impl Controller {
         let (unusual, forest_score) = self.multivariate(stats);
         let suspicious =
             score >= self.config.suspect_score || elevated || spread || ramping || unusual;
+        let calm = Until::Calm {
+            quiet_ticks: self.config.quiet_ticks,
+        };
         let reason = if score >= self.config.suspect_score || elevated {
             Reason {
                 signal: Signal::GlobalRate,
@@ -428,6 +578,8 @@ impl Controller {
                 baseline: expected,
                 key: None,
                 ttl: None,
+                cohort: Cohort::Everyone,
+                until: calm,
             }
         } else if spread {
             Reason {
@@ -437,6 +589,8 @@ impl Controller {
                 baseline: self.sources.mean(),
                 key: None,
                 ttl: None,
+                cohort: Cohort::Everyone,
+                until: calm,
             }
         } else if unusual {
             Reason {
@@ -446,6 +600,8 @@ impl Controller {
                 baseline: self.traffic.mean(),
                 key: None,
                 ttl: None,
+                cohort: Cohort::Everyone,
+                until: calm,
             }
         } else if shifted {
             Reason {
@@ -455,6 +611,8 @@ impl Controller {
                 baseline: self.traffic.mean(),
                 key: None,
                 ttl: None,
+                cohort: Cohort::Everyone,
+                until: calm,
             }
         } else {
             Reason {
@@ -464,6 +622,8 @@ impl Controller {
                 baseline: self.traffic.mean(),
                 key: None,
                 ttl: None,
+                cohort: Cohort::Everyone,
+                until: calm,
             }
         };
 
@@ -515,6 +675,9 @@ impl Controller {
                         self.tighten(stats, reason, &mut actions);
                     }
                 } else if self.state == State::Mitigating {
+                    if healthy {
+                        self.grow_newcomer_budget(stats, &mut actions);
+                    }
                     if self.calm_for >= self.config.quiet_ticks {
                         self.state = State::Recovering;
                     }
@@ -524,10 +687,14 @@ impl Controller {
             }
         }
         self.judge_keys(stats, &mut actions);
-        let apply = !self.config.shadow;
+        let (apply, tick) = (!self.config.shadow, self.tick);
         actions
             .into_iter()
-            .map(|action| Decided { action, apply })
+            .map(|action| Decided {
+                action,
+                apply,
+                tick,
+            })
             .collect()
     }
 
@@ -583,7 +750,10 @@ impl Controller {
 
     fn learn(&mut self, stats: &TickStats) {
         self.traffic.update(stats.requests as f64);
-        self.newcomers.update(stats.newcomer_requests as f64);
+        if self.tick > self.config.newcomer_warmup_ticks {
+            self.newcomers.update(stats.newcomer_requests as f64);
+            self.persistent.update(stats.persistent_requests as f64);
+        }
         for hitter in &stats.dimension(Dimension::Route).heavy {
             remember(&mut self.route_history, hitter.key.clone(), 300.0)
                 .update(f64::from(hitter.count));
@@ -601,26 +771,49 @@ impl Controller {
     fn tighten(&mut self, stats: &TickStats, reason: Reason, actions: &mut Vec<Action>) {
         self.last_tightened = self.tick;
         // The cohort that arrived with the anomaly first: a shared budget for newcomers sized from
-        // their normal level, before anyone who was already here is touched.
+        // their normal level, before anyone who was already here is touched. Persistent newcomers
+        // (sources active every tick) get a budget of their own, sized from theirs, so that a flood
+        // cannot spend the budget of people arriving with it.
         let newcomers = stats.newcomer_requests as f64;
         let normal = self.newcomers.mean();
-        if self.newcomer_budget.is_none()
-            && self.newcomers.seen() > 10
-            && newcomers > self.config.newcomer_factor * normal.max(1.0)
-        {
-            let budget = ((self.config.newcomer_headroom * normal).ceil() as u32)
-                .max(self.config.newcomer_floor);
-            self.newcomer_budget = Some(budget);
-            actions.push(Action::LimitNewcomers {
-                per_tick: budget,
-                reason: Reason {
-                    signal: Signal::NewcomerSurge,
-                    observed: newcomers,
-                    baseline: normal,
-                    ..reason
-                },
-            });
-            return;
+        let floor = self.config.newcomer_floor;
+        let newcomers_reason = |observed: f64, baseline: f64| Reason {
+            signal: Signal::NewcomerSurge,
+            observed,
+            baseline,
+            key: None,
+            cohort: Cohort::Newcomers,
+            ..reason.clone()
+        };
+        match self.newcomer_budget {
+            None if self.newcomers.seen() > 10
+                && newcomers > self.config.newcomer_factor * normal.max(1.0) =>
+            {
+                let headroom = self.config.newcomer_headroom;
+                let normal_persistent = self.persistent.mean().min(normal);
+                let fresh = ((headroom * (normal - normal_persistent)).ceil() as u32).max(floor);
+                let persistent = ((headroom * normal_persistent).ceil() as u32).max(floor);
+                self.newcomer_budget = Some((fresh, persistent));
+                actions.push(Action::LimitNewcomers {
+                    per_tick: fresh,
+                    persistent_per_tick: persistent,
+                    reason: newcomers_reason(newcomers, normal),
+                });
+                return;
+            }
+            // Still hurting with the budget in force: halve what the newcomers share (it grows
+            // again while the backend is healthy) before touching anyone else.
+            Some((fresh, persistent)) if fresh > floor => {
+                let fresh = ((f64::from(fresh) * self.config.tighten_factor) as u32).max(floor);
+                self.newcomer_budget = Some((fresh, persistent));
+                actions.push(Action::LimitNewcomers {
+                    per_tick: fresh,
+                    persistent_per_tick: persistent,
+                    reason: newcomers_reason(newcomers, normal),
+                });
+                return;
+            }
+            _ => {}
         }
         if let Some((route, rate, normal)) = self.surging_route(stats) {
             let before = self.route_factors.get(&route).copied().unwrap_or(1.0);
@@ -633,6 +826,7 @@ impl Controller {
                         observed: rate,
                         baseline: normal,
                         key: Some(route.clone()),
+                        cohort: Cohort::Route(route.clone()),
                         ..reason
                     },
                     route,
@@ -646,6 +840,49 @@ impl Controller {
             self.factor = factor;
             actions.push(Action::ScaleGlobal { factor, reason });
         }
+    }
+
+    /// While mitigating on a healthy backend, newcomers (not persistent) turned away for want of
+    /// budget get more of it: doubled, up to what they asked for, once a tightening has had
+    /// `confirm_ticks` to show its effect. A flash crowd arriving during a flood is served once the
+    /// flood's persistent sources are held to their own budget; if the crowd itself makes the
+    /// backend unhealthy, the next tightening halves the budget again.
+    fn grow_newcomer_budget(&mut self, stats: &TickStats, actions: &mut Vec<Action>) {
+        let Some((fresh, persistent)) = self.newcomer_budget else {
+            return;
+        };
+        if self.tick - self.last_tightened < u64::from(self.config.confirm_ticks) {
+            return;
+        }
+        let asked = stats
+            .newcomer_requests
+            .saturating_sub(stats.persistent_requests);
+        let refused = stats
+            .newcomer_limited
+            .saturating_sub(stats.persistent_limited);
+        if refused == 0 || asked <= u64::from(fresh) {
+            return;
+        }
+        let grown = u32::try_from(asked)
+            .unwrap_or(u32::MAX)
+            .min(fresh.saturating_mul(2));
+        self.newcomer_budget = Some((grown, persistent));
+        actions.push(Action::LimitNewcomers {
+            per_tick: grown,
+            persistent_per_tick: persistent,
+            reason: Reason {
+                signal: Signal::HealthyBackend,
+                score: 0.0,
+                observed: asked as f64,
+                baseline: f64::from(fresh),
+                key: None,
+                ttl: None,
+                cohort: Cohort::Newcomers,
+                until: Until::Calm {
+                    quiet_ticks: self.config.quiet_ticks,
+                },
+            },
+        });
     }
 
     fn surging_route(&self, stats: &TickStats) -> Option<(String, f64, f64)> {
@@ -675,11 +912,22 @@ impl Controller {
             signal: Signal::Calm,
             ..reason
         };
+        let until = |factor: f64| {
+            if factor >= 1.0 {
+                Until::Lifted
+            } else {
+                Until::Relaxing
+            }
+        };
         if self.factor < 1.0 {
             self.factor = step(self.factor, self.config.relax_step);
             actions.push(Action::ScaleGlobal {
                 factor: self.factor,
-                reason: calm.clone(),
+                reason: Reason {
+                    cohort: Cohort::Everyone,
+                    until: until(self.factor),
+                    ..calm.clone()
+                },
             });
         }
         let mut routes: Vec<String> = self.route_factors.keys().cloned().collect();
@@ -692,14 +940,24 @@ impl Controller {
                 self.route_factors.insert(route.clone(), factor);
             }
             actions.push(Action::ScaleRoute {
+                reason: Reason {
+                    cohort: Cohort::Route(route.clone()),
+                    until: until(factor),
+                    ..calm.clone()
+                },
                 route,
                 factor,
-                reason: calm.clone(),
             });
         }
         if self.factor >= 1.0 && self.route_factors.is_empty() {
             if self.newcomer_budget.take().is_some() {
-                actions.push(Action::LiftNewcomers { reason: calm });
+                actions.push(Action::LiftNewcomers {
+                    reason: Reason {
+                        cohort: Cohort::Newcomers,
+                        until: Until::Lifted,
+                        ..calm
+                    },
+                });
             }
             self.state = State::Normal;
         }
@@ -707,22 +965,27 @@ impl Controller {
 
     /// Whether the monitor's [`Cohorts`](crate::Cohorts) learn who is established now: in the
     /// normal state, and while suspect on a healthy backend (the daily peak, a flash crowd that is
-    /// only watched), never once anything is mitigated. Drivers pass this to
+    /// only watched) all but persistent newcomers ([`Learning::Watchful`](crate::Learning)), never
+    /// once anything is mitigated. Drivers pass this to
     /// [`Cohorts::set_learning`](crate::Cohorts::set_learning) after every tick.
     ///
-    /// The price: sources that flood a healthy backend for more than an epoch before it hurts are
-    /// established when it starts to (a slow ramp); the global limit still meets them then.
+    /// Why watchful rather than on while suspect: sources that flood a healthy backend for more
+    /// than an epoch before it hurts (a slow ramp) were established by then, and only the global
+    /// limit could meet them. The price: a legitimate client that starts sending every second
+    /// while traffic is odd stays a newcomer until the traffic is normal again.
     pub fn learning(&self) -> crate::cohort::Learning {
         use crate::cohort::Learning;
         match self.state {
             State::Normal => Learning::On,
-            State::Suspect if self.last_healthy && self.newcomer_budget.is_none() => Learning::On,
+            State::Suspect if self.last_healthy && self.newcomer_budget.is_none() => {
+                Learning::Watchful
+            }
             _ => Learning::Off,
         }
     }
 
-    /// The newcomers' budget in force, if any.
-    pub fn newcomer_budget(&self) -> Option<u32> {
+    /// The newcomers' budgets in force, if any: (newcomers, persistent newcomers) requests a tick.
+    pub fn newcomer_budget(&self) -> Option<(u32, u32)> {
         self.newcomer_budget
     }
 
@@ -745,6 +1008,11 @@ impl Controller {
                     baseline: 0.0,
                     key: Some(key.clone()),
                     ttl: None,
+                    cohort: Cohort::Key {
+                        dimension,
+                        key: key.clone(),
+                    },
+                    until: Until::Lifted,
                 },
                 key,
             });
@@ -784,6 +1052,14 @@ impl Controller {
                             baseline: past.map_or(peer_rate, Ewma::mean),
                             key: Some(hitter.key.clone()),
                             ttl: Some(self.config.penalty_ttl),
+                            cohort: Cohort::Key {
+                                dimension,
+                                key: hitter.key.clone(),
+                            },
+                            until: Until::Expires {
+                                tick: self.tick + ttl_ticks,
+                                ttl: self.config.penalty_ttl,
+                            },
                         },
                     });
                 }

@@ -47,7 +47,7 @@ impl Default for DetectorConfig {
             alarm_level: 0.27,
             hold_ticks: 200,
             damping: 0.5,
-            seasonal_buckets: 48,
+            seasonal_buckets: 24,
             seasonal_half_life_days: 5.0,
             seasonal_min_days: 1.6,
         }

@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::cohort::{CohortConfig, Cohorts};
+use crate::cohort::{CohortConfig, Cohorts, Persistence, PersistenceConfig};
 use crate::sketch::{CountMin, HeavyHitter, HyperLogLog, TopK, hash_key};
 
 /// The ways requests are keyed: each has its own sketches.
@@ -30,6 +30,18 @@ impl Dimension {
     }
 }
 
+/// Which cohort a client belongs to, as the monitor sees it now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Seen in the normal state over two epochs: keeps its own limits during an anomaly.
+    Established,
+    /// Not established, and not (yet) coming persistently: shares the newcomers' budget.
+    Newcomer,
+    /// Not established, and active in many ticks of one session: shares the persistent
+    /// newcomers' (smaller) budget.
+    Persistent,
+}
+
 /// One request, as the monitor sees it: its keys (where known) and whether it was limited.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RequestEvent<'a> {
@@ -52,6 +64,8 @@ pub struct MonitorConfig {
     pub top_k: usize,
     /// The established-client sets ([`Cohorts`]).
     pub cohorts: CohortConfig,
+    /// How long newcomers keep coming ([`Persistence`]).
+    pub persistence: PersistenceConfig,
 }
 
 impl Default for MonitorConfig {
@@ -63,6 +77,7 @@ impl Default for MonitorConfig {
                 capacity: 1 << 18,
                 ..CohortConfig::default()
             },
+            persistence: PersistenceConfig::default(),
         }
     }
 }
@@ -87,7 +102,10 @@ pub struct Monitor {
     in_flight: AtomicI64,
     latency: [AtomicU64; LATENCY_BUCKETS],
     cohorts: Cohorts,
+    persistence: Persistence,
     newcomer_requests: AtomicU64,
+    persistent_requests: AtomicU64,
+    persistent_limited: AtomicU64,
     newcomer_limited: AtomicU64,
     established_responses: AtomicU64,
     established_server_errors: AtomicU64,
@@ -132,6 +150,11 @@ pub struct TickStats {
     pub newcomer_requests: u64,
     /// Newcomers' requests that a limit refused.
     pub newcomer_limited: u64,
+    /// Of the newcomers' requests, those from persistent newcomers ([`Persistence`]): machines
+    /// sending every tick rather than people browsing.
+    pub persistent_requests: u64,
+    /// Persistent newcomers' requests that a limit refused.
+    pub persistent_limited: u64,
     /// Responses to established clients ([`Monitor::record_response_of`]).
     pub established_responses: u64,
     /// ... of which 5xx.
@@ -183,7 +206,10 @@ impl Monitor {
             in_flight: AtomicI64::new(0),
             latency: std::array::from_fn(|_| AtomicU64::new(0)),
             cohorts: Cohorts::new(config.cohorts),
+            persistence: Persistence::new(config.persistence),
             newcomer_requests: AtomicU64::new(0),
+            persistent_requests: AtomicU64::new(0),
+            persistent_limited: AtomicU64::new(0),
             newcomer_limited: AtomicU64::new(0),
             established_responses: AtomicU64::new(0),
             established_server_errors: AtomicU64::new(0),
@@ -201,6 +227,25 @@ impl Monitor {
         self.cohorts.is_established(hash_key(client))
     }
 
+    /// Which cohort `client` belongs to now, recording nothing: what a newcomer rule asks before
+    /// deciding a request.
+    #[inline]
+    pub fn standing(&self, client: &str) -> Standing {
+        let hash = hash_key(client);
+        if self.cohorts.is_established(hash) {
+            Standing::Established
+        } else if self.persistence.is_persistent(hash) {
+            Standing::Persistent
+        } else {
+            Standing::Newcomer
+        }
+    }
+
+    /// How long newcomers keep coming.
+    pub fn persistence(&self) -> &Persistence {
+        &self.persistence
+    }
+
     /// Bytes of sketches and counters held (fixed at construction).
     pub fn memory(&self) -> usize {
         self.dimensions
@@ -208,6 +253,7 @@ impl Monitor {
             .map(|d| d.counts.memory() + 4096)
             .sum::<usize>()
             + self.cohorts.memory()
+            + self.persistence.memory()
             + std::mem::size_of::<Self>()
     }
 
@@ -228,10 +274,22 @@ impl Monitor {
             if let Some(key) = key {
                 let sketch = &self.dimensions[dimension];
                 let hash = hash_key(key);
-                if dimension == Dimension::Client.index() && !self.cohorts.observe(hash) {
+                if dimension == Dimension::Client.index()
+                    && !self
+                        .cohorts
+                        .observe_persistent(hash, self.persistence.is_persistent(hash))
+                {
                     self.newcomer_requests.fetch_add(1, Ordering::Relaxed);
                     if event.limited {
                         self.newcomer_limited.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let persistent = self.persistence.observe(hash)
+                        >= self.persistence.config().persistent_ticks;
+                    if persistent {
+                        self.persistent_requests.fetch_add(1, Ordering::Relaxed);
+                        if event.limited {
+                            self.persistent_limited.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 }
                 let estimate = sketch.counts.add(hash, 1);
@@ -288,6 +346,7 @@ impl Monitor {
         let latency = drain(&self.latency);
         let established_latency = drain(&self.established_latency);
         self.cohorts.tick();
+        self.persistence.tick();
         let dimensions = std::array::from_fn(|i| {
             let sketch = &self.dimensions[i];
             sketch.counts.rotate();
@@ -313,6 +372,8 @@ impl Monitor {
             dimensions,
             newcomer_requests: self.newcomer_requests.swap(0, Ordering::Relaxed),
             newcomer_limited: self.newcomer_limited.swap(0, Ordering::Relaxed),
+            persistent_requests: self.persistent_requests.swap(0, Ordering::Relaxed),
+            persistent_limited: self.persistent_limited.swap(0, Ordering::Relaxed),
             established_responses: self.established_responses.swap(0, Ordering::Relaxed),
             established_server_errors: self.established_server_errors.swap(0, Ordering::Relaxed),
             established_latency_p99: percentile(&established_latency, 0.99),

@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use crate::controller::{Action, Controller, ControllerConfig, State};
-use crate::monitor::{Monitor, RequestEvent};
+use crate::monitor::{Monitor, RequestEvent, Standing};
 
 /// What happens on top of the background.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,7 +48,18 @@ pub enum Attack {
         /// Ticks off.
         off: u32,
     },
-    /// Legitimate: `sources` new clients each sending `per_source`, on a backend big enough.
+    /// Malicious: `sources` new sources arriving over `arrive_ticks` ticks (as a crowd arrives)
+    /// and staying, each sending `per_source` a tick: machines at a steady rate.
+    PersistentSources {
+        /// Sources once all have arrived.
+        sources: u32,
+        /// Ticks over which they arrive.
+        arrive_ticks: u32,
+        /// Requests per tick from each.
+        per_source: u32,
+    },
+    /// Legitimate: `sources` new clients each sending `per_source` every tick for the whole
+    /// window, on a backend big enough (machine-like, but wanted: a batch of new integrations).
     FlashCrowd {
         /// Sources.
         sources: u32,
@@ -61,6 +72,34 @@ impl Attack {
     /// Whether this traffic is an attack (a flash crowd is legitimate).
     pub fn is_malicious(&self) -> bool {
         !matches!(self, Attack::None | Attack::FlashCrowd { .. })
+    }
+}
+
+/// Legitimate newcomers as people come: a flash crowd (a link shared widely). They arrive over
+/// `arrive_ticks` from the attack's start, each stays for `session_ticks` and sends a request in
+/// each of those ticks with probability `chance` (pauses between pages).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Crowd {
+    /// People arriving in all.
+    pub people: u32,
+    /// Ticks over which they arrive.
+    pub arrive_ticks: u32,
+    /// Ticks each stays.
+    pub session_ticks: u32,
+    /// Chance each sends a request in a tick of its session.
+    pub chance: f64,
+}
+
+impl Crowd {
+    /// Twenty thousand people over a minute, each for fifteen seconds at a request every five:
+    /// a thousand requests a second from the crowd at its height, as much as the normal load.
+    pub fn people() -> Self {
+        Crowd {
+            people: 20_000,
+            arrive_ticks: 60,
+            session_ticks: 15,
+            chance: 0.2,
+        }
     }
 }
 
@@ -81,6 +120,8 @@ pub struct Scenario {
     pub day_ticks: u32,
     /// The attack, and the ticks it starts and ends.
     pub attack: Attack,
+    /// A flash crowd of people arriving from the attack's start (alone, or during the attack).
+    pub crowd: Option<Crowd>,
     /// First tick of the attack.
     pub attack_start: u32,
     /// Tick the attack stops.
@@ -103,6 +144,7 @@ impl Scenario {
             background: 1_000,
             day_ticks: 400,
             attack,
+            crowd: None,
             attack_start: 250,
             attack_end: 400,
             per_client_limit: 150,
@@ -160,7 +202,33 @@ impl Scenario {
                     },
                 )
             },
-            // Thousands of real newcomers on the default backend: healthy, so left alone.
+            // Thousands of real newcomers, people in short sessions, on the default backend.
+            Scenario {
+                crowd: Some(Crowd::people()),
+                ..Self::base("flash crowd of people", Attack::None)
+            },
+            // Machines arriving as a crowd does, and staying, each at a modest client's rate.
+            Self::base(
+                "persistent sources",
+                Attack::PersistentSources {
+                    sources: 3_000,
+                    arrive_ticks: 30,
+                    per_source: 2,
+                },
+            ),
+            // The 5x flood and the crowd of people at once: the flood's sources are persistent,
+            // the people are not.
+            Scenario {
+                crowd: Some(Crowd::people()),
+                ..Self::base(
+                    "flash crowd during a flood",
+                    Attack::DistributedFlood {
+                        sources: 2_500,
+                        per_source: 2,
+                    },
+                )
+            },
+            // Thousands of real newcomers on a big backend: healthy, so left alone.
             Scenario {
                 capacity: 20_000,
                 global_limit: 30_000,
@@ -199,6 +267,14 @@ impl Scenario {
                 let span = (self.attack_end - self.attack_start).max(1);
                 (sources * into / span, per_source)
             }
+            Attack::PersistentSources {
+                sources,
+                arrive_ticks,
+                per_source,
+            } => (
+                (sources * (into + 1) / arrive_ticks.max(1)).min(sources),
+                per_source,
+            ),
             Attack::PulseWave {
                 sources,
                 per_source,
@@ -244,8 +320,11 @@ pub struct CohortShares {
     /// Clients that were already there: seen before the attack in two epochs of the monitor's
     /// cohorts (the ground truth, kept apart from the monitor's own sets).
     pub established: f64,
-    /// Every other legitimate client (first seen recently, or during the attack).
+    /// Every other legitimate client (first seen recently, or during the attack), the flash
+    /// crowd's people included.
     pub newcomers: f64,
+    /// The flash crowd's people alone (0 without a crowd).
+    pub crowd: f64,
 }
 
 /// How a scenario went.
@@ -315,6 +394,17 @@ impl Zipf {
     }
 }
 
+/// Whose a simulated request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Sender {
+    /// A background client (Zipf), by index.
+    Background(usize),
+    /// An attack source (or a machine-like flash crowd's client), by index.
+    Attack(usize),
+    /// One of the flash crowd's people, by index.
+    Person(usize),
+}
+
 /// Runs `scenario` with a controller of `config`; returns how it went.
 pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
     let mut rng = fastrand::Rng::with_seed(scenario.seed);
@@ -329,19 +419,33 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
     let attacker_names: Vec<String> = (0..max_sources.max(1))
         .map(|i| format!("172.16.{}.{}", i >> 8, i & 255))
         .collect();
+    let crowd = scenario.crowd;
+    let people = crowd.map_or(0, |c| c.people);
+    let person_names: Vec<String> = (0..people)
+        .map(|i| format!("198.18.{}.{}", i >> 8, i & 255))
+        .collect();
+    // Person j arrives at this tick (non-decreasing in j).
+    let arrivals: Vec<u32> = crowd.map_or_else(Vec::new, |c| {
+        (0..c.people)
+            .map(|j| {
+                let offset = u64::from(j) * u64::from(c.arrive_ticks) / u64::from(c.people.max(1));
+                scenario.attack_start + u32::try_from(offset).unwrap_or(u32::MAX)
+            })
+            .collect()
+    });
     let malicious = scenario.attack.is_malicious();
 
     let monitor = Monitor::default();
     let mut controller = Controller::new(config);
     let mut penalised: HashMap<String, bool> = HashMap::new();
     let mut factor = 1.0;
-    let mut per_client: HashMap<usize, u32> = HashMap::new();
+    let mut per_client: HashMap<Sender, u32> = HashMap::new();
     let mut records = Vec::with_capacity(scenario.ticks as usize);
     let (mut first_action, mut first_tighten, mut relaxed_at) = (None, None, None);
     let (mut legit_total, mut legit_limited) = (0u64, 0u64);
     let (mut legit_during, mut legit_limited_during) = (0u64, 0u64);
     let mut first_global = None;
-    let mut newcomer_budget: Option<u32> = None;
+    let mut newcomer_budget: Option<(u32, u32)> = None;
     // Ground truth of who was already there, as the monitor's cohorts define it: seen before the
     // attack in two different epochs.
     let epoch_ticks = u32::try_from(crate::monitor::MonitorConfig::default().cohorts.epoch_ticks)
@@ -350,11 +454,19 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
     let mut first_epoch: HashMap<usize, u32> = HashMap::new();
     let mut established_truth: HashSet<usize> = HashSet::new();
     // [phase][cohort] = (sent, limited); phases before, during, after, and during from ten ticks
-    // in; cohorts established, new.
-    let mut shares = [[(0u64, 0u64); 2]; 4];
+    // in; cohorts established, new, the crowd's people.
+    let mut shares = [[(0u64, 0u64); 3]; 4];
     let (mut attack_sent, mut attack_cut, mut attack_sent_10, mut attack_cut_10) =
         (0u64, 0u64, 0u64, 0u64);
-    let mut responses: Vec<(usize, bool)> = Vec::new();
+    let mut responses: Vec<(Sender, bool)> = Vec::new();
+    let mut senders: Vec<Sender> = Vec::new();
+    let name_of = |sender: Sender| -> &str {
+        match sender {
+            Sender::Background(i) => &client_names[i],
+            Sender::Attack(i) => &attacker_names[i],
+            Sender::Person(i) => &person_names[i],
+        }
+    };
 
     for tick in 0..scenario.ticks {
         per_client.clear();
@@ -364,37 +476,56 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
         let (sources, per_source) = scenario.attack_at(tick);
         let effective_limit = (f64::from(scenario.global_limit) * factor) as u32;
         let mut admitted = 0u32;
-        let mut newcomers_admitted = 0u32;
+        let (mut newcomers_admitted, mut persistent_admitted) = (0u32, 0u32);
         let mut tick_legit_limited = 0u32;
         responses.clear();
-        // Interleave background and attack requests as they would arrive.
+        // The tick's requests, in the order they arrive: the background, the attack (each request
+        // from a random source among those active), the crowd's people in their sessions.
+        senders.clear();
         let attack_requests = sources * per_source;
-        let total = background + attack_requests;
-        for _ in 0..total {
-            let from_attack = attack_requests > 0 && rng.u32(0..total) < attack_requests;
-            let (client, name) = if from_attack {
-                let source = rng.u32(0..sources) as usize;
-                (scenario.clients as usize + source, &attacker_names[source])
-            } else {
-                let client = zipf.sample(&mut rng);
-                (client, &client_names[client])
-            };
-            let count = per_client.entry(client).or_insert(0);
+        for _ in 0..background {
+            senders.push(Sender::Background(zipf.sample(&mut rng)));
+        }
+        for _ in 0..attack_requests {
+            senders.push(Sender::Attack(rng.u32(0..sources) as usize));
+        }
+        if let Some(crowd) = crowd {
+            let first = arrivals.partition_point(|&a| a + crowd.session_ticks <= tick);
+            let last = arrivals.partition_point(|&a| a <= tick);
+            for person in first..last {
+                if rng.f64() < crowd.chance {
+                    senders.push(Sender::Person(person));
+                }
+            }
+        }
+        rng.shuffle(&mut senders);
+        let total = senders.len() as u32;
+        let mut attack_sent_tick = 0u32;
+        for &sender in &senders {
+            let name = name_of(sender);
+            let from_attack = matches!(sender, Sender::Attack(_)) && malicious;
+            attack_sent_tick += u32::from(from_attack);
+            let count = per_client.entry(sender).or_insert(0);
             *count += 1;
-            let blocked = penalised.get(name.as_str()).copied().unwrap_or(false);
-            let established = monitor.is_established(name);
-            let over_newcomer_budget =
-                !established && newcomer_budget.is_some_and(|b| newcomers_admitted >= b);
+            let blocked = penalised.get(name).copied().unwrap_or(false);
+            // Which budget applies is decided before the request is recorded, as a layer's rule
+            // decides before its observer sees the decision.
+            let standing = monitor.standing(name);
+            let over_newcomer_budget = match (standing, newcomer_budget) {
+                (Standing::Newcomer, Some((fresh, _))) => newcomers_admitted >= fresh,
+                (Standing::Persistent, Some((_, persistent))) => persistent_admitted >= persistent,
+                _ => false,
+            };
             let limited = blocked
                 || *count > scenario.per_client_limit
                 || over_newcomer_budget
                 || admitted >= effective_limit;
             if !limited {
                 admitted += 1;
-                newcomers_admitted += u32::from(!established);
+                newcomers_admitted += u32::from(standing == Standing::Newcomer);
+                persistent_admitted += u32::from(standing == Standing::Persistent);
             }
-            responses.push((client, !limited));
-            let legitimate = !(from_attack && malicious);
+            responses.push((sender, !limited));
             let phase = if tick < scenario.attack_start {
                 0
             } else if tick < scenario.attack_end {
@@ -402,7 +533,14 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
             } else {
                 2
             };
-            if legitimate {
+            if from_attack {
+                attack_sent += 1;
+                attack_cut += u64::from(limited);
+                if tick >= scenario.attack_start + 10 {
+                    attack_sent_10 += 1;
+                    attack_cut_10 += u64::from(limited);
+                }
+            } else {
                 legit_total += 1;
                 legit_limited += u64::from(limited);
                 if phase == 1 {
@@ -410,25 +548,24 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
                     legit_limited_during += u64::from(limited);
                 }
                 tick_legit_limited += u32::from(limited);
-                if tick < scenario.attack_start && !from_attack {
+                if let (Sender::Background(client), true) = (sender, tick < scenario.attack_start) {
                     let first = *first_epoch.entry(client).or_insert(tick / epoch_ticks);
                     if first != tick / epoch_ticks {
                         established_truth.insert(client);
                     }
                 }
-                let cohort = usize::from(!established_truth.contains(&client));
-                shares[phase][cohort].0 += 1;
-                shares[phase][cohort].1 += u64::from(limited);
-                if phase == 1 && tick >= scenario.attack_start + 10 {
-                    shares[3][cohort].0 += 1;
-                    shares[3][cohort].1 += u64::from(limited);
-                }
-            } else {
-                attack_sent += 1;
-                attack_cut += u64::from(limited);
-                if tick >= scenario.attack_start + 10 {
-                    attack_sent_10 += 1;
-                    attack_cut_10 += u64::from(limited);
+                let cohorts: &[usize] = match sender {
+                    Sender::Background(client) if established_truth.contains(&client) => &[0],
+                    Sender::Person(_) => &[1, 2],
+                    _ => &[1],
+                };
+                for &cohort in cohorts {
+                    shares[phase][cohort].0 += 1;
+                    shares[phase][cohort].1 += u64::from(limited);
+                    if phase == 1 && tick >= scenario.attack_start + 10 {
+                        shares[3][cohort].0 += 1;
+                        shares[3][cohort].1 += u64::from(limited);
+                    }
                 }
             }
             monitor.request_started();
@@ -442,11 +579,8 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
         let load = f64::from(admitted) / f64::from(scenario.capacity);
         let latency = Duration::from_micros((2_000.0 * load.max(1.0).powi(3)) as u64);
         let failing = if load > 1.0 { 1.0 - 1.0 / load } else { 0.0 };
-        for &(client, served) in &responses {
-            let name = client_names
-                .get(client)
-                .or_else(|| attacker_names.get(client - client_names.len()))
-                .map(String::as_str);
+        for &(sender, served) in &responses {
+            let name = Some(name_of(sender));
             if served {
                 let status = if rng.f64() < failing { 503 } else { 200 };
                 monitor.record_response_of(name, status, latency);
@@ -482,11 +616,15 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
                     }
                     factor = *new;
                 }
-                Action::LimitNewcomers { per_tick, .. } => {
+                Action::LimitNewcomers {
+                    per_tick,
+                    persistent_per_tick,
+                    ..
+                } => {
                     if tick >= scenario.attack_start {
                         first_tighten.get_or_insert(tick - scenario.attack_start);
                     }
-                    newcomer_budget = Some(*per_tick);
+                    newcomer_budget = Some((*per_tick, *persistent_per_tick));
                 }
                 Action::LiftNewcomers { .. } => newcomer_budget = None,
             }
@@ -497,8 +635,8 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
         }
         records.push(TickRecord {
             tick,
-            legitimate: total - attack_requests,
-            attack: attack_requests,
+            legitimate: total - attack_sent_tick,
+            attack: attack_sent_tick,
             admitted,
             legitimate_limited: tick_legit_limited,
             effective_limit,
@@ -528,10 +666,11 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
         }
     };
     let cohort_shares = |phase: usize| {
-        let [(es, el), (ns, nl)] = shares[phase];
+        let [(es, el), (ns, nl), (cs, cl)] = shares[phase];
         CohortShares {
             established: share(el, es),
             newcomers: share(nl, ns),
+            crowd: share(cl, cs),
         }
     };
     Outcome {

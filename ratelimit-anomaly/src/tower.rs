@@ -17,7 +17,7 @@ use ratelimit_tower::{
 
 use crate::actuator::{Actuator, scaled};
 use crate::controller::{Action, Controller, Decided, State};
-use crate::monitor::{Dimension, Monitor, RequestEvent};
+use crate::monitor::{Dimension, Monitor, RequestEvent, Standing};
 
 /// Feeds a [`Monitor`] from one rule of a [`RateLimitLayer`](ratelimit_tower::RateLimitLayer).
 ///
@@ -106,37 +106,47 @@ impl DecisionObserver for TowerObserver {
     }
 }
 
-/// The switch of a newcomer rule ([`newcomer_rule`]): off, the rule lets every request through
-/// without a look; on, clients that are not established share the rule's one bucket.
+/// The switch of the newcomer rules ([`newcomer_rules`]): off, the rules let every request
+/// through without a look; on, clients that are not established share the rules' buckets.
 #[derive(Clone)]
 pub struct NewcomerGate {
     // Relaxed: a request that races the switch is decided as if a moment earlier or later.
     active: Arc<AtomicBool>,
 }
 
-/// A rule that holds every client the monitor does not know as established to one shared budget
-/// while the controller asks for it ([`Action::LimitNewcomers`]), and does nothing otherwise.
-/// Clients are keyed as `trusted` keys them, which must be how the observed rule keys them, so
-/// that the monitor's cohorts and this rule agree on who is who. Add the rule to the layer and
-/// the gate to the actuator ([`TowerActuator::with_newcomer_rule`]).
-pub fn newcomer_rule(
+/// Two rules that hold every client the monitor does not know as established to shared budgets
+/// while the controller asks for it ([`Action::LimitNewcomers`]), and do nothing otherwise:
+/// `name` for newcomers, `persistent_name` for persistent newcomers (sources active in many ticks
+/// of one session, [`Persistence`](crate::Persistence)), so that a flood of machines cannot spend
+/// the budget of people arriving with it. Clients are keyed as `trusted` keys them, which must be
+/// how the observed rule keys them, so that the monitor's cohorts and these rules agree on who is
+/// who. Add both rules to the layer and the gate to the actuator
+/// ([`TowerActuator::with_newcomer_rules`]).
+pub fn newcomer_rules(
     monitor: Arc<Monitor>,
     trusted: TrustedProxies,
     name: &str,
-) -> Result<(Rule, NewcomerGate), ratelimit_core::PolicyError> {
+    persistent_name: &str,
+) -> Result<(Rule, Rule, NewcomerGate), ratelimit_core::PolicyError> {
     let gate = NewcomerGate {
         active: Arc::new(AtomicBool::new(false)),
     };
-    let active = gate.active.clone();
-    let extractor = KeyExtractor::custom(move |request| {
-        if !active.load(Ordering::Relaxed) {
-            return None;
-        }
-        let client = trusted.client_key(request).ok()?;
-        (!monitor.is_established(&client)).then(|| "newcomers".to_string())
-    });
-    let rule = Rule::new(name, extractor, Policy::per_second(1)?).on_missing_key(MissingKey::Skip);
-    Ok((rule, gate))
+    let rule = |wanted: Standing, name: &str| -> Result<Rule, ratelimit_core::PolicyError> {
+        let (active, monitor, trusted) = (gate.active.clone(), monitor.clone(), trusted.clone());
+        let extractor = KeyExtractor::custom(move |request| {
+            if !active.load(Ordering::Relaxed) {
+                return None;
+            }
+            let client = trusted.client_key(request).ok()?;
+            (monitor.standing(&client) == wanted).then(|| "newcomers".to_string())
+        });
+        Ok(Rule::new(name, extractor, Policy::per_second(1)?).on_missing_key(MissingKey::Skip))
+    };
+    Ok((
+        rule(Standing::Newcomer, name)?,
+        rule(Standing::Persistent, persistent_name)?,
+        gate,
+    ))
 }
 
 /// Applies actions through a layer's handle: a key's penalty blocks it for its time to live, and
@@ -147,7 +157,8 @@ pub struct TowerActuator {
     base: Policy,
     // route -> (rule, its policy when mapped)
     routes: Vec<(String, String, Policy)>,
-    newcomers: Option<(String, NewcomerGate, Duration)>,
+    // (newcomers' rule, persistent newcomers' rule, their switch, the tick)
+    newcomers: Option<(String, String, NewcomerGate, Duration)>,
 }
 
 impl TowerActuator {
@@ -162,16 +173,18 @@ impl TowerActuator {
         })
     }
 
-    /// The same actuator setting the newcomer rule `rule` (made by [`newcomer_rule`], switched by
-    /// `gate`) to the controller's budget per `tick`.
-    pub fn with_newcomer_rule(
+    /// The same actuator setting the newcomer rules `rule` and `persistent_rule` (made by
+    /// [`newcomer_rules`], switched by `gate`) to the controller's budgets per `tick`.
+    pub fn with_newcomer_rules(
         mut self,
         rule: &str,
+        persistent_rule: &str,
         gate: NewcomerGate,
         tick: Duration,
     ) -> Result<Self, ControlError> {
         self.handle.policy(rule)?;
-        self.newcomers = Some((rule.to_string(), gate, tick));
+        self.handle.policy(persistent_rule)?;
+        self.newcomers = Some((rule.to_string(), persistent_rule.to_string(), gate, tick));
         Ok(self)
     }
 
@@ -205,25 +218,59 @@ impl Actuator for TowerActuator {
                     tracing::error!(%error, rule = %self.rule, "could not scale the rule");
                 }
             }
-            Action::LimitNewcomers { per_tick, .. } => {
-                let Some((rule, gate, tick)) = &self.newcomers else {
+            Action::LimitNewcomers {
+                per_tick,
+                persistent_per_tick,
+                ..
+            } => {
+                let Some((rule, persistent_rule, gate, tick)) = &self.newcomers else {
                     return;
                 };
                 // The whole budget may be spent at once: a tick's worth is the burst.
-                let policy = Policy::new((*per_tick).max(1), *tick);
-                match policy.and_then(|p| p.with_burst((*per_tick).max(1))) {
-                    Ok(policy) => match self.handle.set_policy(rule, policy) {
-                        Ok(()) => gate.active.store(true, Ordering::Relaxed),
-                        Err(error) => tracing::error!(%error, %rule, "could not set the budget"),
-                    },
-                    Err(error) => tracing::error!(%error, %rule, "newcomer budget"),
+                let budget = |per_tick: u32| {
+                    Policy::new(per_tick.max(1), *tick).and_then(|p| p.with_burst(per_tick.max(1)))
+                };
+                let mut set = true;
+                for (rule, per_tick) in [(rule, *per_tick), (persistent_rule, *persistent_per_tick)]
+                {
+                    let result = budget(per_tick)
+                        .map_err(|e| e.to_string())
+                        .and_then(|p| self.handle.set_policy(rule, p).map_err(|e| e.to_string()));
+                    if let Err(error) = result {
+                        tracing::error!(%error, %rule, "could not set the newcomers' budget");
+                        set = false;
+                    }
+                }
+                if set {
+                    gate.active.store(true, Ordering::Relaxed);
                 }
             }
             Action::LiftNewcomers { .. } => {
-                if let Some((_, gate, _)) = &self.newcomers {
+                if let Some((_, _, gate, _)) = &self.newcomers {
                     gate.active.store(false, Ordering::Relaxed);
                 }
             }
+        }
+    }
+}
+
+/// One decided action with its explanation, as the status page and the decision stream carry it.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// When it was decided (wall clock).
+    pub at: std::time::SystemTime,
+    /// The action, its reason (cohort, signal, evidence, until when) and whether it was applied.
+    pub decided: Decided,
+    /// The whole explanation on one line ([`Decided::explain`]).
+    pub text: String,
+}
+
+impl Explained {
+    /// When it stops holding, for actions that expire (a key's penalty): `at` plus the time to live.
+    pub fn until(&self) -> Option<std::time::SystemTime> {
+        match self.decided.action.reason().until {
+            crate::controller::Until::Expires { ttl, .. } => Some(self.at + ttl),
+            _ => None,
         }
     }
 }
@@ -237,8 +284,12 @@ pub struct Status {
     pub factor: f64,
     /// The detector's last score.
     pub score: f64,
-    /// The last actions decided, newest last (at most 64).
-    pub recent: Vec<Decided>,
+    /// The newcomers' budgets in force (newcomers, persistent newcomers), requests a tick.
+    pub newcomer_budget: Option<(u32, u32)>,
+    /// The last actions decided, explained, newest last (at most 64).
+    pub recent: Vec<Explained>,
+    /// Ticks run so far.
+    pub ticks: u64,
     /// Requests seen in the last tick.
     pub requests: u64,
     /// Requests limited in the last tick.
@@ -250,6 +301,7 @@ pub struct Status {
 /// The tick task: see [`spawn`].
 pub struct AnomalyTask {
     status: Arc<Mutex<Status>>,
+    decisions: tokio::sync::broadcast::Sender<Explained>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -257,6 +309,13 @@ impl AnomalyTask {
     /// The controller's status now.
     pub fn status(&self) -> Status {
         self.status.lock().clone()
+    }
+
+    /// The decision stream: every action from now on, explained, as it is decided. A receiver
+    /// that falls more than 256 decisions behind loses the oldest (and is told so), so a slow
+    /// reader never holds up the controller.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Explained> {
+        self.decisions.subscribe()
     }
 
     /// Stops the task.
@@ -272,7 +331,7 @@ impl Drop for AnomalyTask {
 }
 
 /// Runs `controller` every `tick` on what `monitor` saw, applying its actions with `actuator` and
-/// logging each with its reason. Stops when the returned task is dropped.
+/// logging each with its explanation. Stops when the returned task is dropped.
 pub fn spawn<A: Actuator + 'static>(
     monitor: Arc<Monitor>,
     mut controller: Controller,
@@ -283,12 +342,15 @@ pub fn spawn<A: Actuator + 'static>(
         state: State::Normal,
         factor: 1.0,
         score: 0.0,
+        newcomer_budget: None,
         recent: Vec::new(),
+        ticks: 0,
         requests: 0,
         limited: 0,
         top_clients: Vec::new(),
     }));
-    let shared = status.clone();
+    let (decisions, _) = tokio::sync::broadcast::channel(256);
+    let (shared, stream) = (status.clone(), decisions.clone());
     let task = tokio::spawn(async move {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,15 +360,28 @@ pub fn spawn<A: Actuator + 'static>(
             let stats = monitor.tick();
             let decided = controller.on_tick(&stats);
             monitor.cohorts().set_learning(controller.learning());
-            for d in &decided {
-                tracing::warn!(applied = d.apply, action = ?d.action, "anomaly action");
-            }
             actuator.apply_all(&decided);
+            let at = std::time::SystemTime::now();
+            let explained: Vec<Explained> = decided
+                .into_iter()
+                .map(|decided| Explained {
+                    at,
+                    text: decided.explain(tick),
+                    decided,
+                })
+                .collect();
+            for e in &explained {
+                tracing::warn!(applied = e.decided.apply, "anomaly action: {}", e.text);
+                // No receivers is not an error: nobody is listening now.
+                let _ = stream.send(e.clone());
+            }
             let mut status = shared.lock();
             status.state = controller.state();
             status.factor = controller.factor();
             status.score = controller.last_score();
-            status.recent.extend(decided);
+            status.newcomer_budget = controller.newcomer_budget();
+            status.recent.extend(explained);
+            status.ticks += 1;
             status.requests = stats.requests;
             status.limited = stats.limited;
             status.top_clients = stats
@@ -320,5 +395,9 @@ pub fn spawn<A: Actuator + 'static>(
             status.recent.drain(..excess);
         }
     });
-    AnomalyTask { status, task }
+    AnomalyTask {
+        status,
+        decisions,
+        task,
+    }
 }

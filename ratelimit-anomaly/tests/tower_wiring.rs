@@ -94,7 +94,7 @@ async fn a_flooding_key_is_blocked_and_the_others_are_served() {
     let penalised: Vec<&str> = status
         .recent
         .iter()
-        .filter_map(|d| match &d.action {
+        .filter_map(|d| match &d.decided.action {
             Action::PenalizeKey { key, .. } => Some(key.as_str()),
             _ => None,
         })

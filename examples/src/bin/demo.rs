@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::http::Method;
 use clap::Parser;
-use ratelimit_anomaly::{Action, ControllerConfig, DetectorConfig};
+use ratelimit_anomaly::{ControllerConfig, DetectorConfig};
 use ratelimit_examples::gateway::{GatewayConfig, start};
 use ratelimit_examples::loadgen::{Load, run, table};
 use ratelimit_examples::{egress, mesh};
@@ -122,31 +122,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         status.state,
         status.factor * 100.0
     );
-    for decided in &status.recent {
-        let line = match &decided.action {
-            Action::PenalizeKey {
-                key, ttl, reason, ..
-            } => format!(
-                "blocked {key} for {ttl:?}: {:.0} requests/s against {:.1} for its peers ({:?})",
-                reason.observed, reason.baseline, reason.signal
-            ),
-            Action::LiftKey { key, .. } => format!("unblocked {key}"),
-            Action::ScaleGlobal { factor, reason } => format!(
-                "global limit x{factor:.2}: {:.0} requests/s against {:.0} normally ({:?})",
-                reason.observed, reason.baseline, reason.signal
-            ),
-            Action::ScaleRoute {
-                route,
-                factor,
-                reason,
-            } => format!("{route} limit x{factor:.2} ({:?})", reason.signal),
-            Action::LimitNewcomers { per_tick, reason } => format!(
-                "newcomers share {per_tick} requests/s: {:.0} requests/s from new clients against \
-                 {:.0} normally ({:?}); established clients untouched",
-                reason.observed, reason.baseline, reason.signal
-            ),
-            Action::LiftNewcomers { .. } => "newcomers' budget lifted".to_string(),
-        };
+    for explained in &status.recent {
+        // The controller's own explanation: cohort, signal, evidence, action, until when.
+        let line = &explained.text;
         println!("  - {line}");
     }
     if status.recent.is_empty() {

@@ -80,11 +80,12 @@ fn status_page(
             let _ = write!(page, "<li>{} ({count})</li>", client.replace('<', "&lt;"));
         }
         page.push_str("</ul><h3>Actions it would take</h3><ul>");
-        for decided in status.recent.iter().rev() {
+        for explained in status.recent.iter().rev() {
+            // The controller's explanation: cohort, signal, evidence, action, until when.
             let _ = write!(
                 page,
                 "<li>{}</li>",
-                format!("{:?}", decided.action).replace('<', "&lt;")
+                explained.text.replace('&', "&amp;").replace('<', "&lt;")
             );
         }
         page.push_str("</ul>");
