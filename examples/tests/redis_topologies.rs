@@ -173,3 +173,97 @@ async fn limits_per_second_count_in_the_per_second_redis_and_a_denial_debits_nei
         "the denied request debited the per-second bucket"
     );
 }
+
+/// A Redis of this test's own that refuses every command without `password`, once it answers.
+async fn redis_with_password(password: &str) -> (Process, u16) {
+    let port = free_port();
+    let process = Process(
+        Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                password,
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server"),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "-a",
+                password,
+                "--no-auth-warning",
+                "ping",
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("PONG") {
+            return (process, port);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on {port} did not start"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_auth_opens_a_password_protected_redis_and_a_wrong_one_stops_the_start() {
+    // A password a URL must escape (no colon: REDIS_AUTH reads `user:password` at the first one,
+    // as envoyproxy/ratelimit does).
+    let password = "p@ss/w#rd?";
+    let (_redis, port) = redis_with_password(password).await;
+    let path = config_file(
+        "domain: edge\ndescriptors:\n  - key: remote_address\n    rate_limit: { unit: minute, requests_per_unit: 1 }\n",
+    );
+    let address = format!("127.0.0.1:{port}");
+    let service = Service::start_with_env(
+        &["--config", &path],
+        &[
+            ("BACKEND_TYPE", "redis"),
+            ("REDIS_URL", &address),
+            ("REDIS_AUTH", password),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut client = service.client().await;
+    let ip = descriptor(&[("remote_address", "10.2.2.2")]);
+    for code in [OK, OVER] {
+        let answer = ask(&mut client, "edge", vec![ip.clone()], 0).await.unwrap();
+        assert_eq!(answer.overall_code, code);
+    }
+    let out = Command::new("redis-cli")
+        .args([
+            "-p",
+            &port.to_string(),
+            "-a",
+            password,
+            "--no-auth-warning",
+            "dbsize",
+        ])
+        .output()
+        .unwrap();
+    let keys: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert!(keys > 0, "nothing counted in the protected Redis");
+
+    let refused = Service::start_with_env(
+        &["--config", &path],
+        &[
+            ("BACKEND_TYPE", "redis"),
+            ("REDIS_URL", &address),
+            ("REDIS_AUTH", "wrong"),
+        ],
+    )
+    .await;
+    assert!(refused.is_err(), "started with a wrong password");
+}

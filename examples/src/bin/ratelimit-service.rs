@@ -10,7 +10,6 @@
 //! ratelimit-service check config/                        # validate, print every limit
 //! ```
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,18 +21,18 @@ use clap::Parser;
 use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::RateLimitQuotaServiceServer;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_server::RateLimitServiceServer;
 use metrics_exporter_prometheus::PrometheusHandle;
-use ratelimit_anomaly::tower::{AnomalyTask, spawn};
+use ratelimit_anomaly::tower::spawn;
 use ratelimit_anomaly::{Action, Actuator, Controller, ControllerConfig, Monitor};
 use ratelimit_core::{FailurePolicy, Limiter, Membership, MemoryStore, Store};
 use ratelimit_examples::envoy::backend;
 use ratelimit_examples::envoy::config::Config;
 use ratelimit_examples::envoy::http::{Health, debug_routes, routes};
-use ratelimit_examples::envoy::metrics::{self, Metrics};
+use ratelimit_examples::envoy::metrics;
 use ratelimit_examples::envoy::quota::QuotaServer;
 use ratelimit_examples::envoy::reload::Reloader;
 use ratelimit_examples::envoy::service::RateLimitServer;
 use ratelimit_examples::envoy::settings::{Anomaly, Cli, Command, Failure, Settings};
-use ratelimit_examples::envoy::telemetry;
+use ratelimit_examples::envoy::{status, telemetry};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -42,56 +41,6 @@ struct ReportOnly;
 
 impl Actuator for ReportOnly {
     fn apply(&self, _action: &Action) {}
-}
-
-fn status_page(
-    metrics: &Metrics,
-    store_healthy: bool,
-    config: &Config,
-    anomaly: Option<&AnomalyTask>,
-) -> String {
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
-         <title>ratelimit-service</title><style>body{font-family:sans-serif;margin:2em}\
-         pre{background:#f4f4f4;padding:1em}</style></head><body><h1>ratelimit-service</h1>",
-    );
-    let mut domains: Vec<&str> = config.domains().collect();
-    domains.sort_unstable();
-    let _ = write!(
-        page,
-        "<p>Store: <b>{}</b>. Domains: {}.</p><h2>Answers</h2><pre>{}</pre>",
-        if store_healthy {
-            "healthy"
-        } else {
-            "unavailable"
-        },
-        domains.join(", "),
-        metrics.render()
-    );
-    if let Some(task) = anomaly {
-        let status = task.status();
-        let _ = write!(
-            page,
-            "<h2>Anomaly detection (shadow)</h2><p>State {:?}, score {:.2}; last second: {} \
-             requests, {} over limit.</p><h3>Busiest clients</h3><ul>",
-            status.state, status.score, status.requests, status.limited
-        );
-        for (client, count) in &status.top_clients {
-            let _ = write!(page, "<li>{} ({count})</li>", client.replace('<', "&lt;"));
-        }
-        page.push_str("</ul><h3>Actions it would take</h3><ul>");
-        for explained in status.recent.iter().rev() {
-            // The controller's explanation: cohort, signal, evidence, action, until when.
-            let _ = write!(
-                page,
-                "<li>{}</li>",
-                explained.text.replace('&', "&amp;").replace('<', "&lt;")
-            );
-        }
-        page.push_str("</ul>");
-    }
-    page.push_str("</body></html>");
-    page
 }
 
 fn main() -> std::process::ExitCode {
@@ -252,7 +201,7 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
             "/status",
             get(move || {
                 let config = page_config.read().clone();
-                let page = status_page(
+                let page = status::page(
                     &page_metrics,
                     page_limiter.store_healthy(),
                     &config,

@@ -11,6 +11,7 @@
 //! - [`metrics`]: what the service answered;
 //! - [`quota`]: the rate limit quota service (RLQS), token buckets handed to Envoy;
 //! - [`reload`]: a changed configuration loaded while serving, a broken one refused;
+//! - [`status`]: the `/status` page;
 //! - [`telemetry`]: logs, and OpenTelemetry traces where `TRACING_ENABLED` is set.
 
 pub mod backend;
@@ -23,4 +24,5 @@ pub mod quota;
 pub mod reload;
 pub mod service;
 pub mod settings;
+pub mod status;
 pub mod telemetry;
