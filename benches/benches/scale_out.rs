@@ -172,12 +172,16 @@ struct Case {
     limiters: Vec<Limiter>,
     keys: Vec<String>,
     policy: Policy,
+    /// Where the next batch of decisions starts in `keys`: every sample carries on from the last,
+    /// so the 10,000 keys are visited in turn over the whole case, not the first few again.
+    cursor: AtomicU64,
     stats: Stats,
 }
 
 /// `TASKS` tasks make `iters` decisions between them, task `t` on replica `t % REPLICAS`, the
-/// `i`-th decision of task `t` on key `(i × TASKS + t) mod keys`; returns the wall time.
+/// `i`-th decision of task `t` on key `(cursor + i × TASKS + t) mod keys`; returns the wall time.
 async fn run(case: Arc<Case>, iters: u64) -> Duration {
+    let base = case.cursor.fetch_add(iters, Ordering::Relaxed);
     let start = Instant::now();
     let handles: Vec<_> = (0..TASKS)
         .map(|t| {
@@ -187,7 +191,8 @@ async fn run(case: Arc<Case>, iters: u64) -> Duration {
                 let limiter = &case.limiters[(t % u64::from(REPLICAS)) as usize];
                 let (mut admitted, mut degraded) = (0u64, 0u64);
                 for i in 0..share {
-                    let key = &case.keys[((i * TASKS + t) % case.keys.len() as u64) as usize];
+                    let index = (base + i * TASKS + t) % case.keys.len() as u64;
+                    let key = &case.keys[index as usize];
                     let verdict = limiter
                         .acquire(&[Limit::new(key, case.policy)])
                         .await
@@ -329,6 +334,7 @@ async fn case(store: &Arc<Counting>, workload: Workload, mode: Mode, run_id: u64
         limiters,
         keys,
         policy,
+        cursor: AtomicU64::new(0),
         stats: Stats::default(),
     }
 }
@@ -408,12 +414,12 @@ fn scale_out(c: &mut Criterion) {
     }
     println!();
     println!(
-        "{:34} {:17} {:>10} {:>10} {:>9} {:>12} {:>10} {:>8}",
+        "{:42} {:17} {:>10} {:>10} {:>9} {:>12} {:>10} {:>8}",
         "group", "mode", "decisions", "admitted", "degraded", "ops/decision", "ddb req/d", "leases"
     );
     for row in &rows {
         println!(
-            "{:34} {:17} {:>10} {:>10} {:>9} {:>12.4} {:>10} {:>8}",
+            "{:42} {:17} {:>10} {:>10} {:>9} {:>12.4} {:>10} {:>8}",
             row.group,
             row.mode,
             row.decisions,
