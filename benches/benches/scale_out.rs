@@ -226,6 +226,16 @@ struct Row {
     lease_fetches: u64,
 }
 
+/// A per-decision ratio: four decimals, or two significant digits when smaller than that shows
+/// (a denied flood costs a few operations in tens of millions of decisions).
+fn ratio(value: f64) -> String {
+    if value > 0.0 && value < 0.001 {
+        format!("{value:.1e}")
+    } else {
+        format!("{value:.4}")
+    }
+}
+
 async fn dynamo_client(endpoint: &str) -> Client {
     let http = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(
@@ -402,16 +412,16 @@ fn scale_out(c: &mut Criterion) {
                 };
                 println!(
                     "{}/{}: {} decisions ({} admitted, {} degraded), {ops} store ops, \
-                     {:.4} store ops per decision{}; lease fetches {}, lease hits {}, \
+                     {} store ops per decision{}; lease fetches {}, lease hits {}, \
                      over-limit cache hits {}",
                     row.group,
                     row.mode,
                     row.decisions,
                     row.admitted,
                     row.degraded,
-                    row.ops_per_decision,
+                    ratio(row.ops_per_decision),
                     row.dynamo_requests_per_decision
-                        .map(|r| format!(", {r:.4} DynamoDB requests per decision"))
+                        .map(|r| format!(", {} DynamoDB requests per decision", ratio(r)))
                         .unwrap_or_default(),
                     row.lease_fetches,
                     case.limiters.iter().map(Limiter::lease_hits).sum::<u64>(),
@@ -432,15 +442,15 @@ fn scale_out(c: &mut Criterion) {
     );
     for row in &rows {
         println!(
-            "{:42} {:17} {:>10} {:>10} {:>9} {:>12.4} {:>10} {:>8}",
+            "{:42} {:17} {:>10} {:>10} {:>9} {:>12} {:>10} {:>8}",
             row.group,
             row.mode,
             row.decisions,
             row.admitted,
             row.degraded,
-            row.ops_per_decision,
+            ratio(row.ops_per_decision),
             row.dynamo_requests_per_decision
-                .map(|r| format!("{r:.4}"))
+                .map(ratio)
                 .unwrap_or_default(),
             row.lease_fetches,
         );
