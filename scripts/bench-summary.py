@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Prints the median of every criterion benchmark, its rate, and its time relative to ratelimit's.
+"""Prints the median of every criterion benchmark, its rate, and its time relative to ratelimit's
+(in the scale_out groups, whose contenders are all ratelimit, relative to the per_decision mode).
 
 Usage: scripts/bench-summary.py [DIR]. Reads criterion's estimates.json files, so run
 `cargo bench -p ratelimit-benches` first. DIR is where criterion wrote them: by default
@@ -27,13 +28,14 @@ for estimates in sorted(root.glob("**/new/estimates.json")):
     rows.setdefault(group, []).append((bench.name, median))
 
 def ours(name):
-    return name.startswith("ratelimit")
+    return name.startswith("ratelimit") or name == "per_decision"
 
 
-print(f"{'group':28} {'contender':20} {'median':>10} {'per second':>12} {'time vs ratelimit':>18}")
+width = max([28] + [len(group) for group in rows])
+print(f"{'group':{width}} {'contender':20} {'median':>10} {'per second':>12} {'time vs ratelimit':>18}")
 for group, contenders in rows.items():
     reference = next((m for n, m in contenders if ours(n)), None)
     for name, median in sorted(contenders, key=lambda c: (not ours(c[0]), c[0])):
         ratio = f"{median / reference:.2f}x" if reference else ""
         unit = f"{median:.1f} ns" if median < 1e4 else f"{median / 1e3:.1f} us"
-        print(f"{group:28} {name:20} {unit:>10} {1e9 / median:>12,.0f} {ratio:>18}")
+        print(f"{group:{width}} {name:20} {unit:>10} {1e9 / median:>12,.0f} {ratio:>18}")
