@@ -117,8 +117,8 @@ fn service(c: &mut Criterion) {
             .sample_size(20);
         let cases: [Case<'_>; 3] = [
             ("noop_server", &noop, |_| "10.0.0.1".into()),
-            ("hot_key", &client, |_| "10.0.0.1".into()),
-            ("10k_keys", &client, |n| {
+            ("ratelimit_hot_key", &client, |_| "10.0.0.1".into()),
+            ("ratelimit_10k_keys", &client, |n| {
                 let k = n % 10_000;
                 format!("10.1.{}.{}", k >> 8, k & 255)
             }),
