@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-use support::{PATIENCE, Service, ask, connect, descriptor, get, temp_dir, unique};
+use support::{PATIENCE, Service, ask, connect, descriptor, get, redis_keys, temp_dir, unique};
 
 use crate::common::{Process, free_port};
 
@@ -45,18 +45,6 @@ async fn post(port: u16, path: &str, body: &str) -> Option<(u16, String)> {
     let code = reply.split_whitespace().nth(1)?.parse().ok()?;
     let body = reply.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     Some((code, body.to_string()))
-}
-
-/// Redis keys under `prefix`, on the shared Redis.
-fn redis_keys(prefix: &str) -> Vec<String> {
-    let out = Command::new("redis-cli")
-        .args(["-p", "6379", "--scan", "--pattern", &format!("{prefix}*")])
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
 }
 
 /// Writes the configuration where a Deployment mounts it: `root/ratelimit/config/edge.yaml`.
@@ -134,7 +122,10 @@ async fn starts_from_envoyproxy_ratelimit_environment_variables_alone() {
     let answer = ask(&mut client, "edge", vec![address], 0).await.unwrap();
     assert_eq!(answer.overall_code, OVER);
     // The buckets are in the Redis that REDIS_URL names, under CACHE_KEY_PREFIX.
-    assert!(!redis_keys(&prefix).is_empty(), "no key under {prefix}");
+    assert!(
+        !redis_keys(6379, &prefix).is_empty(),
+        "no key under {prefix}"
+    );
 
     // The same decisions over /json, in protobuf's JSON mapping.
     let over = post(
@@ -384,7 +375,7 @@ async fn the_envoyproxy_ratelimit_deployment_runs_with_only_the_image_changed() 
         (OK, 99)
     );
     assert!(
-        !redis_keys(&prefix).is_empty(),
+        !redis_keys(6379, &prefix).is_empty(),
         "the buckets are not in Redis"
     );
 }

@@ -11,36 +11,46 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-use support::{PATIENCE, Service, ask, descriptor, private_redis, temp_dir, unique};
+use support::{PATIENCE, Service, ask, descriptor, private_redis, redis_keys, temp_dir, unique};
 
 use crate::common::{Process, free_port};
 
 const OK: i32 = Code::Ok as i32;
 const OVER: i32 = Code::OverLimit as i32;
 
-/// Keys under `prefix` in the Redis on `port`.
-fn keys(port: u16, prefix: &str) -> Vec<String> {
-    let out = Command::new("redis-cli")
-        .args([
-            "-p",
-            &port.to_string(),
-            "--scan",
-            "--pattern",
-            &format!("{prefix}*"),
-        ])
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_string)
-        .collect()
-}
-
 fn config_file(text: &str) -> String {
     let dir = temp_dir("topology");
     let path = dir.join("edge.yaml");
     std::fs::write(&path, text).unwrap();
     path.to_str().unwrap().to_string()
+}
+
+/// Starts `server` (a redis-server of this test's own, on `port`) and waits until `redis-cli -p
+/// port` with `ask` prints `expect`; the process, killed on drop.
+async fn start_until(mut server: Command, port: u16, ask: &[&str], expect: &str) -> Process {
+    let process = Process(
+        server
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: run scripts/services.sh up"),
+    );
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(ask)
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(expect) {
+            return process;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis-server on {port} never answered {ask:?} with {expect}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A Sentinel of this test's own watching the shared Redis on 6379 as `master`, once it names it.
@@ -53,36 +63,10 @@ async fn sentinel(master: &str) -> (Process, u16) {
         format!("port {port}\nbind 127.0.0.1\nsentinel monitor {master} 127.0.0.1 6379 1\n"),
     )
     .unwrap();
-    let process = Process(
-        Command::new("redis-server")
-            .arg(&conf)
-            .arg("--sentinel")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server --sentinel"),
-    );
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let out = Command::new("redis-cli")
-            .args([
-                "-p",
-                &port.to_string(),
-                "sentinel",
-                "get-master-addr-by-name",
-                master,
-            ])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("6379") {
-            return (process, port);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the Sentinel never named {master}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut server = Command::new("redis-server");
+    server.arg(&conf).arg("--sentinel");
+    let ask = ["sentinel", "get-master-addr-by-name", master];
+    (start_until(server, port, &ask, "6379").await, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +99,10 @@ async fn the_master_is_found_through_sentinel() {
             .unwrap();
         assert_eq!(answer.overall_code, code);
     }
-    assert!(!keys(6379, &prefix).is_empty(), "not counted in the master");
+    assert!(
+        !redis_keys(6379, &prefix).is_empty(),
+        "not counted in the master"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,8 +144,12 @@ async fn limits_per_second_count_in_the_per_second_redis_and_a_denial_debits_nei
     let both = vec![descriptor(&[("fast", "a")]), descriptor(&[("slow", "a")])];
     let first = ask(&mut client, "edge", both.clone(), 0).await.unwrap();
     assert_eq!(first.overall_code, OK);
-    assert_eq!(keys(fast_port, &prefix).len(), 1, "the per-second bucket");
-    assert_eq!(keys(6379, &prefix).len(), 1, "the per-minute bucket");
+    assert_eq!(
+        redis_keys(fast_port, &prefix).len(),
+        1,
+        "the per-second bucket"
+    );
+    assert_eq!(redis_keys(6379, &prefix).len(), 1, "the per-minute bucket");
 
     // Over the per-minute limit: denied, and the per-second Redis is not debited either.
     let second = ask(&mut client, "edge", both, 0).await.unwrap();
@@ -177,43 +168,19 @@ async fn limits_per_second_count_in_the_per_second_redis_and_a_denial_debits_nei
 /// A Redis of this test's own that refuses every command without `password`, once it answers.
 async fn redis_with_password(password: &str) -> (Process, u16) {
     let port = free_port();
-    let process = Process(
-        Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                password,
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server"),
-    );
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let out = Command::new("redis-cli")
-            .args([
-                "-p",
-                &port.to_string(),
-                "-a",
-                password,
-                "--no-auth-warning",
-                "ping",
-            ])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("PONG") {
-            return (process, port);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server on {port} did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut server = Command::new("redis-server");
+    server
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--requirepass",
+            password,
+        ]);
+    let ask = ["-a", password, "--no-auth-warning", "ping"];
+    (start_until(server, port, &ask, "PONG").await, port)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,7 +50,11 @@ async fn serve(replicas: u32) -> RateLimitQuotaServiceClient<Channel> {
     let config = Arc::new(RwLock::new(Arc::new(
         Config::parse("rlqs.yaml", CONFIG).unwrap(),
     )));
-    let server = QuotaServer::new(config, replicas);
+    serve_server(QuotaServer::new(config, replicas)).await
+}
+
+/// `server` on a loopback port; a client of it.
+async fn serve_server(server: QuotaServer) -> RateLimitQuotaServiceClient<Channel> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(
@@ -270,18 +274,7 @@ async fn usage_is_debited_from_the_rules_bucket_and_a_refusal_halves_the_assignm
         ratelimit_core::MemoryStore::new(),
     ));
     let server = QuotaServer::new(config.clone(), 1).with_store(limiter.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(server.into_service())
-            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
-    );
-    let client = RateLimitQuotaServiceClient::connect(format!("http://{address}"))
-        .await
-        .unwrap();
-    // An hourly rule: its bucket refills one token in 36 s, so what the test sees of it does not
-    // depend on how fast the machine is.
+    let client = serve_server(server).await;
     let id = bucket(&[("name", "hourly"), ("tenant", "acme")]);
     let mut proxy = open(&client).await;
     proxy.reports.send(usage(&id, 100)).await.unwrap();
