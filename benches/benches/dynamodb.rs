@@ -13,33 +13,17 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
-use aws_smithy_http_client::tls;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ratelimit_core::{Clock, Limit, MonotonicClock, Policy, Store};
 use ratelimit_dynamodb::{DynamoStore, create_table};
 
+mod support;
+use support::dynamo_client;
+
 const TABLE: &str = "ratelimit_bench";
 const KEY: &str = "bench:dynamodb";
-
-async fn client(endpoint: &str) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region("us-east-1")
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
-        .http_client(http)
-        .load()
-        .await;
-    Client::new(&config)
-}
 
 /// `tasks` concurrent tasks make `iters` calls of `timed` between them, each followed by an
 /// untimed call of `other`; returns the summed latency of the `timed` calls divided by `tasks`.
@@ -135,11 +119,11 @@ fn store_vs_sdk(c: &mut Criterion) {
     ];
     for (name, endpoint, task_counts) in emulators {
         let (store, raw) = runtime.block_on(async {
-            let raw = client(&endpoint).await;
+            let raw = dynamo_client(&endpoint).await;
             create_table(&raw, TABLE)
                 .await
                 .expect("no DynamoDB emulator: scripts/services.sh up");
-            let store = DynamoStore::connect(client(&endpoint).await, TABLE)
+            let store = DynamoStore::connect(dynamo_client(&endpoint).await, TABLE)
                 .await
                 .unwrap();
             store.reset(KEY).await.unwrap();
@@ -207,7 +191,7 @@ async fn requests_per_decision(name: &str, endpoint: &str) {
     let key = format!("bench:contended:{}", unix_nanos());
     let mut replicas = Vec::new();
     for _ in 0..4 {
-        let store = DynamoStore::connect(client(endpoint).await, TABLE)
+        let store = DynamoStore::connect(dynamo_client(endpoint).await, TABLE)
             .await
             .unwrap()
             .with_clock(clock.clone());

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ratelimit_core::{Limit, Policy, Store};
@@ -14,30 +14,8 @@ use redis::aio::ConnectionManager;
 
 const KEY: &str = "bench:redis";
 
-/// Time for `tasks` concurrent tasks to make `iters` calls between them.
-async fn concurrently<F, Fut>(tasks: u64, iters: u64, call: F) -> Duration
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = ()> + Send,
-{
-    let call = Arc::new(call);
-    let start = Instant::now();
-    let handles: Vec<_> = (0..tasks)
-        .map(|t| {
-            let call = call.clone();
-            let share = iters / tasks + u64::from(t < iters % tasks);
-            tokio::spawn(async move {
-                for _ in 0..share {
-                    call().await;
-                }
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.await.unwrap();
-    }
-    start.elapsed()
-}
+mod support;
+use support::concurrently;
 
 fn redis_store(c: &mut Criterion) {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -76,7 +54,7 @@ fn redis_store(c: &mut Criterion) {
         group.bench_function("ratelimit_acquire", |b| {
             b.to_async(&runtime).iter_custom(|iters| {
                 let s = s.clone();
-                concurrently(tasks, iters, move || {
+                concurrently(tasks, iters, move |_| {
                     let s = s.clone();
                     async move {
                         let verdict = s.acquire(&[Limit::new(KEY, policy)]).await.unwrap();
@@ -89,7 +67,7 @@ fn redis_store(c: &mut Criterion) {
         group.bench_function("raw_evalsha", |b| {
             b.to_async(&runtime).iter_custom(|iters| {
                 let (r, sha, key) = (r.clone(), sha.clone(), key.clone());
-                concurrently(tasks, iters, move || {
+                concurrently(tasks, iters, move |_| {
                     let (mut r, sha, key) = (r.clone(), sha.clone(), key.clone());
                     async move {
                         let reply: Vec<i64> = redis::cmd("EVALSHA")
@@ -112,7 +90,7 @@ fn redis_store(c: &mut Criterion) {
         group.bench_function("ping", |b| {
             b.to_async(&runtime).iter_custom(|iters| {
                 let r = r.clone();
-                concurrently(tasks, iters, move || {
+                concurrently(tasks, iters, move |_| {
                     let mut r = r.clone();
                     async move {
                         let _: String = redis::cmd("PING").query_async(&mut r).await.unwrap();

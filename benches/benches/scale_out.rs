@@ -33,10 +33,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use aws_config::BehaviorVersion;
-use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::config::Credentials;
-use aws_smithy_http_client::tls;
 use criterion::{Criterion, criterion_group, criterion_main};
 use ratelimit_core::{
     LeaseConfig, Limit, Limiter, MemoryStore, Policy, Store, StoreError, Verdict,
@@ -50,6 +46,9 @@ const TASKS: u64 = 32;
 const REPLICAS: u32 = 3;
 /// Keys of the cold-path workload.
 const KEYS: usize = 10_000;
+mod support;
+use support::dynamo_client;
+
 const TABLE: &str = "ratelimit_bench";
 
 /// A store that counts the operations it forwards.
@@ -234,22 +233,6 @@ fn ratio(value: f64) -> String {
     } else {
         format!("{value:.4}")
     }
-}
-
-async fn dynamo_client(endpoint: &str) -> Client {
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    let config = aws_config::defaults(BehaviorVersion::latest())
-        .region("us-east-1")
-        .endpoint_url(endpoint)
-        .credentials_provider(Credentials::new("test", "test", None, None, "bench"))
-        .http_client(http)
-        .load()
-        .await;
-    Client::new(&config)
 }
 
 async fn stores() -> Vec<StoreUnderTest> {

@@ -1,4 +1,6 @@
-//! What the benches that drive servers from many tasks share.
+//! What the benches that drive servers from many tasks share: the concurrent driver, and a
+//! DynamoDB client for the emulators. Each bench uses what it needs of it.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,4 +28,24 @@ where
         handle.await.unwrap();
     }
     start.elapsed()
+}
+
+/// A DynamoDB client for an emulator at `endpoint` (any region, dummy credentials).
+pub async fn dynamo_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    use aws_smithy_http_client::tls;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region("us-east-1")
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .http_client(http)
+        .load()
+        .await;
+    aws_sdk_dynamodb::Client::new(&config)
 }
