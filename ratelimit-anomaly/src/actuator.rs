@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use ratelimit_core::{Clock, KeyedLimiter, Policy};
+use ratelimit_core::{Clock, KeyedLimiter, MonotonicClock, Policy};
 
 use crate::controller::{Action, Decided};
 
@@ -33,7 +33,7 @@ pub fn scaled(policy: Policy, factor: f64) -> Policy {
 /// Applies actions to a [`KeyedLimiter`] keyed by strings: the global factor scales its default
 /// policy (from the one it had when the actuator was made), and a penalised key gets `penalty`
 /// as its own policy until lifted.
-pub struct KeyedLimiterActuator<C: Clock> {
+pub struct KeyedLimiterActuator<C: Clock = MonotonicClock> {
     limiter: Arc<KeyedLimiter<String, C>>,
     base: Policy,
     penalty: Policy,

@@ -81,4 +81,4 @@ pub use metrics::RuleCounters;
 pub use observer::{DecisionEvent, DecisionObserver, Outcome, ResponseEvent};
 pub use response::{HeaderOptions, Rejection};
 pub use rule::{Matcher, MissingKey, Rule};
-pub use service::{After, RateLimit, ResponseFuture};
+pub use service::{RateLimit, ResponseFuture};

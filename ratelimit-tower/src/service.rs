@@ -226,7 +226,7 @@ fn conclude<B: RejectionBody>(
 }
 
 /// What is left to do once the inner service answers.
-pub struct After {
+pub(crate) struct After {
     shared: Option<Arc<Shared>>,
     headers: Option<http::HeaderMap>,
     facts: Option<Facts>,
