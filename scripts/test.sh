@@ -16,6 +16,8 @@ echo "== cargo check: optional features"
 cargo check -p ratelimit-redis --features tls
 cargo check -p ratelimit-redis -p ratelimit-dynamodb --features fuzzing  # the hooks fuzz/ uses
 cargo check -p ratelimit-anomaly  # without its optional tower and forest features
+echo "== cargo doc: no warnings"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 echo "== cargo package: the library crates as crates.io would get them"
 cargo package --no-verify --quiet -p ratelimit-core -p ratelimit-redis -p ratelimit-dynamodb \
   -p ratelimit-tower -p ratelimit-anomaly

@@ -70,7 +70,7 @@ pub enum WatchError {
 
 /// What the watcher has done, for tests that wait for a reload; `/metrics` has the same as
 /// envoyproxy/ratelimit's `ratelimit_service_config_load_success` and `_error`
-/// ([`metrics`](crate::envoy::metrics)).
+/// ([`metrics`]).
 #[derive(Debug, Default)]
 pub struct ReloadStats {
     // Relaxed: independent counters, read for display and polling only.
