@@ -448,10 +448,11 @@ pub async fn membership_counts_the_replicas(store: Arc<dyn Store>) {
     slots.dedup();
     assert_eq!(slots.len(), 3, "two replicas took one slot");
     wait_for_count(&members, 3).await;
-    // Live replicas keep their slots: after several periods, still three.
+    // Live replicas keep their slots: several periods later they still count three (polled, so a
+    // heartbeat a busy machine delayed past its slot's life, which frees it for a moment until the
+    // next one takes it back, is no failure; without heartbeats the count never comes back).
     tokio::time::sleep(period * 4).await;
-    let counts: Vec<u32> = members.iter().map(crate::Membership::count).collect();
-    assert_eq!(counts, [3, 3, 3], "live replicas lost their slots");
+    wait_for_count(&members, 3).await;
     drop(members.pop());
     wait_for_count(&members, 2).await;
 }
