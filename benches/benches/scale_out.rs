@@ -223,6 +223,8 @@ struct Row {
     ops_per_decision: f64,
     dynamo_requests_per_decision: Option<f64>,
     lease_fetches: u64,
+    lease_hits: u64,
+    over_limit_hits: u64,
 }
 
 /// A per-decision ratio: four decimals, or two significant digits when smaller than that shows
@@ -392,27 +394,9 @@ fn scale_out(c: &mut Criterion) {
                         .zip(dynamo_before)
                         .map(|(d, before)| per(d.requests_sent() - before)),
                     lease_fetches: case.limiters.iter().map(Limiter::lease_fetches).sum(),
+                    lease_hits: case.limiters.iter().map(Limiter::lease_hits).sum(),
+                    over_limit_hits: case.limiters.iter().map(Limiter::over_limit_hits).sum(),
                 };
-                println!(
-                    "{}/{}: {} decisions ({} admitted, {} degraded), {ops} store ops, \
-                     {} store ops per decision{}; lease fetches {}, lease hits {}, \
-                     over-limit cache hits {}",
-                    row.group,
-                    row.mode,
-                    row.decisions,
-                    row.admitted,
-                    row.degraded,
-                    ratio(row.ops_per_decision),
-                    row.dynamo_requests_per_decision
-                        .map(|r| format!(", {} DynamoDB requests per decision", ratio(r)))
-                        .unwrap_or_default(),
-                    row.lease_fetches,
-                    case.limiters.iter().map(Limiter::lease_hits).sum::<u64>(),
-                    case.limiters
-                        .iter()
-                        .map(Limiter::over_limit_hits)
-                        .sum::<u64>(),
-                );
                 rows.push(row);
             }
             group.finish();
@@ -420,12 +404,21 @@ fn scale_out(c: &mut Criterion) {
     }
     println!();
     println!(
-        "{:42} {:17} {:>10} {:>10} {:>9} {:>12} {:>10} {:>8}",
-        "group", "mode", "decisions", "admitted", "degraded", "ops/decision", "ddb req/d", "leases"
+        "{:42} {:17} {:>10} {:>10} {:>9} {:>12} {:>10} {:>8} {:>10} {:>10}",
+        "group",
+        "mode",
+        "decisions",
+        "admitted",
+        "degraded",
+        "ops/decision",
+        "ddb req/d",
+        "leases",
+        "lease hits",
+        "cache hits"
     );
     for row in &rows {
         println!(
-            "{:42} {:17} {:>10} {:>10} {:>9} {:>12} {:>10} {:>8}",
+            "{:42} {:17} {:>10} {:>10} {:>9} {:>12} {:>10} {:>8} {:>10} {:>10}",
             row.group,
             row.mode,
             row.decisions,
@@ -436,6 +429,8 @@ fn scale_out(c: &mut Criterion) {
                 .map(ratio)
                 .unwrap_or_default(),
             row.lease_fetches,
+            row.lease_hits,
+            row.over_limit_hits,
         );
     }
 }
