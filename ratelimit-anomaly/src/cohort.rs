@@ -1,9 +1,11 @@
 //! Who was here before: the established clients, in fixed memory, so that an aggregate anomaly
 //! can be met by limiting the identities that arrived with it rather than everyone.
 //!
-//! A client is **established** once it has been seen in two different epochs (of
-//! [`CohortConfig::epoch_ticks`] ticks, not necessarily in a row) while the controller was learning
-//! (its normal state).
+//! A client is **established** once it has been seen in two epochs (of
+//! [`CohortConfig::epoch_ticks`] ticks) with at least one whole epoch between them, while the
+//! controller was learning (its normal state). Two epochs in a row would not do: a flood first
+//! seen in the last tick of an epoch and again in the first tick of the next, before the controller
+//! has stopped learning, would be established within two ticks of its start.
 //! Identities that appear with a flood are therefore newcomers for as long as the anomaly lasts:
 //! learning stops the tick the controller becomes suspicious. Membership is kept in Bloom filters
 //! on atomic words (no false negatives: an established client is never taken for a newcomer;
@@ -17,9 +19,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 /// Sizes and periods of the cohort sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CohortConfig {
-    /// Clients the sets are sized for (memory: about `capacity` bytes per filter, five filters).
+    /// Clients the sets are sized for (memory: about `capacity` bytes per filter, six filters).
     pub capacity: usize,
-    /// Ticks per epoch: a client seen in two epochs is established.
+    /// Ticks per epoch: a client seen in two epochs with a whole epoch between them is
+    /// established.
     pub epoch_ticks: u64,
     /// Epochs per generation of the established set.
     pub generation_epochs: u64,
@@ -100,6 +103,20 @@ impl Bloom {
         }
     }
 
+    /// Adds every member of `other` (of the same size).
+    fn union(&self, other: &Bloom) {
+        for (mine, theirs) in self.words.iter().zip(other.words.iter()) {
+            mine.fetch_or(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
+    /// Becomes a copy of `other` (of the same size).
+    fn copy_from(&self, other: &Bloom) {
+        for (mine, theirs) in self.words.iter().zip(other.words.iter()) {
+            mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
+
     fn memory(&self) -> usize {
         self.words.len() * 8
     }
@@ -110,7 +127,11 @@ pub struct Cohorts {
     config: CohortConfig,
     // Who was seen in the current epoch.
     this_epoch: Bloom,
-    // Who was seen at all, by generation: `history[generation % 2]` receives sightings.
+    // Who was seen in the epoch before: not yet history, so that a sighting now and one in the
+    // previous epoch (perhaps a tick ago) do not make a client established.
+    previous_epoch: Bloom,
+    // Who was seen in an epoch before the previous one, by generation: `history[generation % 2]`
+    // receives each finished epoch's sightings.
     history: [Bloom; 2],
     // Established generations: `established[generation % 2]` receives new members; a client is
     // established while it is in either.
@@ -149,6 +170,7 @@ impl Cohorts {
         Cohorts {
             config,
             this_epoch: Bloom::new(bits),
+            previous_epoch: Bloom::new(bits),
             history: [Bloom::new(bits), Bloom::new(bits)],
             established: [Bloom::new(bits), Bloom::new(bits)],
             epoch: AtomicUsize::new(0),
@@ -177,7 +199,7 @@ impl Cohorts {
         {
             return established;
         }
-        // The first sighting this epoch: seen before means seen in an earlier epoch.
+        // The first sighting this epoch: seen before means seen in an epoch before the previous.
         let generation = self.generation.load(Ordering::Relaxed) % 2;
         let seen_before = self.history.iter().any(|b| b.contains(hash));
         if seen_before || established {
@@ -185,7 +207,6 @@ impl Cohorts {
             self.established[generation].insert(hash);
         }
         self.this_epoch.insert(hash);
-        self.history[generation].insert(hash);
         established || seen_before
     }
 
@@ -221,10 +242,15 @@ impl Cohorts {
             return;
         }
         let epoch = self.epoch.load(Ordering::Relaxed) + 1;
+        // The epoch before the one ending becomes history of the generation it belonged to; the
+        // ending one becomes the previous.
+        let generation = self.generation.load(Ordering::Relaxed);
+        self.history[generation % 2].union(&self.previous_epoch);
+        self.previous_epoch.copy_from(&self.this_epoch);
         self.this_epoch.clear();
         self.epoch.store(epoch, Ordering::Relaxed);
         if epoch as u64 % self.config.generation_epochs.max(1) == 0 {
-            let generation = self.generation.load(Ordering::Relaxed) + 1;
+            let generation = generation + 1;
             self.established[generation % 2].clear();
             self.history[generation % 2].clear();
             self.generation.store(generation, Ordering::Relaxed);
@@ -233,7 +259,8 @@ impl Cohorts {
 
     /// Bytes held.
     pub fn memory(&self) -> usize {
-        std::iter::once(&self.this_epoch)
+        [&self.this_epoch, &self.previous_epoch]
+            .into_iter()
             .chain(&self.history)
             .chain(&self.established)
             .map(Bloom::memory)
@@ -434,19 +461,47 @@ mod tests {
     }
 
     #[test]
-    fn a_client_seen_in_two_epochs_is_established() {
+    fn a_client_seen_in_two_epochs_apart_is_established() {
         let cohorts = small();
         let a = hash_key("203.0.113.1");
         assert!(!cohorts.observe(a));
         for _ in 0..10 {
             cohorts.tick();
         }
+        assert!(!cohorts.observe(a), "seen in the previous epoch and this one");
+        for _ in 0..10 {
+            cohorts.tick();
+        }
         assert!(
             cohorts.observe(a),
-            "seen in the previous epoch and this one"
+            "seen two epochs ago and again in this one"
         );
         assert!(cohorts.is_established(a));
         assert!(!cohorts.is_established(hash_key("203.0.113.2")));
+    }
+
+    /// A flood that starts in the last tick of an epoch, while the controller still learns, and
+    /// goes on into the next must not be established by the boundary it straddles: an attacker
+    /// who knows the epoch length could otherwise time its start to pass as "already here".
+    #[test]
+    fn a_flood_straddling_an_epoch_boundary_is_not_established() {
+        let cohorts = small();
+        for _ in 0..9 {
+            cohorts.tick();
+        }
+        let flood: Vec<u64> = (0..100)
+            .map(|i| hash_key(&format!("172.16.0.{i}")))
+            .collect();
+        // Tick 9, the epoch's last, and ticks 10-12 of the next: learning all along (the
+        // controller has not yet turned suspicious, or watches while the backend is healthy).
+        for _ in 0..4 {
+            for &h in &flood {
+                cohorts.observe(h);
+            }
+            cohorts.tick();
+        }
+        let passed = flood.iter().filter(|h| cohorts.is_established(**h)).count();
+        assert_eq!(passed, 0, "established by straddling one epoch boundary");
     }
 
     #[test]

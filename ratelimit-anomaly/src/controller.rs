@@ -3,6 +3,7 @@
 //! ```text
 //!            suspicious                 suspicious for confirm_ticks, backend unhealthy
 //!   Normal ─────────────▶ Suspect ─────────────────────────────────────────▶ Mitigating
+//!     │                  (a surge of newcomers on an unhealthy backend: at once) ▲
 //!     ▲  ◀───────────────   │ (healthy: a flash crowd; watched, not acted on)   │  ▲
 //!     │    calm again       │                                                   │  │ suspicious and
 //!     │                                                  calm for quiet_ticks   ▼  │ unhealthy again
@@ -75,7 +76,7 @@ pub struct ControllerConfig {
     /// ... and at least this many.
     pub newcomer_floor: u32,
     /// Ticks after start before the newcomers' normal level is learned. Until the cohorts have
-    /// seen two epochs ([`CohortConfig::epoch_ticks`](crate::CohortConfig)) nobody can be
+    /// seen three epochs ([`CohortConfig::epoch_ticks`](crate::CohortConfig)) nobody can be
     /// established, so everyone is a newcomer; a level learned then would be the whole traffic,
     /// and a flood soon after start would not stand out from it (the global limit would be cut
     /// instead of the newcomers' budget set).
@@ -117,7 +118,7 @@ impl Default for ControllerConfig {
             newcomer_headroom: 1.0,
             newcomer_floor: 10,
             // Two epochs of the monitor's default cohorts.
-            newcomer_warmup_ticks: 60,
+            newcomer_warmup_ticks: 90,
             #[cfg(feature = "forest")]
             forest: None,
             #[cfg(feature = "forest")]
@@ -425,8 +426,8 @@ fn peer_rate(heavy: &[crate::sketch::HeavyHitter]) -> f64 {
     f64::from(counts[counts.len() / 2]).max(1.0)
 }
 
-/// Responses to established clients in a tick needed to judge health on them alone.
-const ESTABLISHED_HEALTH_MIN: u64 = 50;
+/// Responses of a cohort in a tick needed to judge the backend's health on that cohort.
+const COHORT_HEALTH_MIN: u64 = 50;
 
 /// Keys whose history is kept: the heavy hitters of recent ticks, bounded.
 const KEY_HISTORY: usize = 4096;
@@ -652,9 +653,17 @@ impl Controller {
             self.suspicious_for = 0;
             self.calm_for += 1;
         }
+        // Newcomers far above their normal level on an unhealthy backend are met at once, with no
+        // confirmation: their budget touches only identities that arrived with the anomaly, and
+        // every tick of waiting is a tick in which the global limit alone stands and refuses the
+        // clients who were already here as often as the flood.
+        let meet_newcomers_now = suspicious && !healthy && newcomer_surge;
         match self.state {
             State::Normal => {
-                if suspicious {
+                if meet_newcomers_now && self.newcomer_budget.is_none() {
+                    self.state = State::Mitigating;
+                    self.tighten(stats, reason, &mut actions);
+                } else if suspicious {
                     self.state = State::Suspect;
                 } else {
                     self.learn(stats);
@@ -663,7 +672,10 @@ impl Controller {
             State::Suspect => {
                 if !suspicious {
                     self.state = State::Normal;
-                } else if self.suspicious_for >= self.config.confirm_ticks && !healthy {
+                } else if !healthy
+                    && (self.suspicious_for >= self.config.confirm_ticks
+                        || (meet_newcomers_now && self.newcomer_budget.is_none()))
+                {
                     self.state = State::Mitigating;
                     self.tighten(stats, reason, &mut actions);
                 }
@@ -733,13 +745,17 @@ impl Controller {
         if self.latency.seen() < 10 {
             return true; // nothing to compare with yet
         }
-        // The established clients' own health when there are enough of their responses: an
-        // attacker's slow or failing requests say nothing about how the backend serves others.
-        let (p99, error_ratio) = if stats.established_responses >= ESTABLISHED_HEALTH_MIN {
-            (
-                stats.established_latency_p99.as_secs_f64(),
-                stats.established_server_errors as f64 / stats.established_responses as f64,
-            )
+        // Measured per cohort: the established clients' own health when there are enough of their
+        // responses; else theirs with the newcomers who are not persistent (people arriving); the
+        // whole only when neither says enough. Persistent newcomers (where a flood's sources are)
+        // never count while another cohort can speak: an attacker's own slow or failing requests
+        // say nothing about how the backend serves others.
+        let established = stats.established_health;
+        let legitimate = established.merged(&stats.newcomer_health);
+        let (p99, error_ratio) = if established.responses >= COHORT_HEALTH_MIN {
+            (established.latency_p99().as_secs_f64(), established.error_ratio())
+        } else if legitimate.responses >= COHORT_HEALTH_MIN {
+            (legitimate.latency_p99().as_secs_f64(), legitimate.error_ratio())
         } else {
             (stats.latency_p99.as_secs_f64(), stats.error_ratio())
         };
@@ -1087,6 +1103,7 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::CohortHealth;
 
     fn tick(requests: u64, p99_ms: u64, errors: u64) -> TickStats {
         sourced(requests, p99_ms, errors, 500.0 + (requests % 7) as f64)
@@ -1239,6 +1256,31 @@ mod tests {
         }
         assert_eq!(controller.state(), State::Normal);
         controller
+    }
+
+    /// The health gate is measured per cohort: a flood whose own requests are slow and failing
+    /// (an expensive endpoint, a malformed payload) while the backend serves everyone else well
+    /// is not a reason to act on anyone. Judged on the whole, it was.
+    #[test]
+    fn an_attackers_own_failing_requests_do_not_make_the_backend_look_unhealthy() {
+        let mut controller = warmed_up(ControllerConfig::default());
+        for _ in 0..30 {
+            // Few established clients answer in this tick (under the minimum to judge on them
+            // alone); the people arriving are served fast; the flood's persistent sources get
+            // slow 5xx answers.
+            let mut stats = sourced(20_000, 2_000, 9_000, 5_000.0);
+            stats.newcomer_requests = 19_500;
+            stats.persistent_requests = 19_000;
+            stats.established_health = CohortHealth::uniform(20, 0, Duration::from_millis(5));
+            stats.newcomer_health = CohortHealth::uniform(480, 0, Duration::from_millis(5));
+            stats.persistent_health = CohortHealth::uniform(19_000, 9_000, Duration::from_secs(2));
+            let actions = controller.on_tick(&stats);
+            assert!(
+                actions.iter().all(|d| matches!(d.action, Action::PenalizeKey { .. })),
+                "{actions:?}"
+            );
+        }
+        assert_ne!(controller.state(), State::Mitigating);
     }
 
     #[test]

@@ -52,6 +52,7 @@ mod baseline;
 pub mod cohort;
 mod controller;
 mod detector;
+mod health;
 #[cfg(feature = "forest")]
 pub mod forest;
 mod monitor;
@@ -68,6 +69,7 @@ pub use controller::{
     Action, Cohort, Controller, ControllerConfig, Decided, Reason, Signal, State, Until,
 };
 pub use detector::{DetectorConfig, RateDetector};
+pub use health::CohortHealth;
 pub use monitor::{
     Dimension, DimensionStats, Monitor, MonitorConfig, RequestEvent, Standing, TickStats,
 };

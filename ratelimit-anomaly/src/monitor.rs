@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::cohort::{CohortConfig, Cohorts, Persistence, PersistenceConfig};
+use crate::health::{CohortHealth, HealthCounters, LATENCY_BUCKETS, drain, latency_bucket, percentile};
 use crate::sketch::{CountMin, HeavyHitter, HyperLogLog, TopK, hash_key};
 
 /// The ways requests are keyed: each has its own sketches.
@@ -33,7 +34,7 @@ impl Dimension {
 /// Which cohort a client belongs to, as the monitor sees it now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
-    /// Seen in the normal state over two epochs: keeps its own limits during an anomaly.
+    /// Seen in the normal state in two epochs apart: keeps its own limits during an anomaly.
     Established,
     /// Not established, and not (yet) coming persistently: shares the newcomers' budget.
     Newcomer,
@@ -88,9 +89,6 @@ struct DimensionSketch {
     distinct: HyperLogLog,
 }
 
-/// Latency buckets: powers of two of microseconds, up to about 35 minutes.
-const LATENCY_BUCKETS: usize = 32;
-
 /// Request statistics in constant memory, recorded lock-free from any number of tasks.
 pub struct Monitor {
     dimensions: [DimensionSketch; 3],
@@ -107,9 +105,7 @@ pub struct Monitor {
     persistent_requests: AtomicU64,
     persistent_limited: AtomicU64,
     newcomer_limited: AtomicU64,
-    established_responses: AtomicU64,
-    established_server_errors: AtomicU64,
-    established_latency: [AtomicU64; LATENCY_BUCKETS],
+    health: HealthCounters,
 }
 
 /// What one tick saw of one dimension.
@@ -155,12 +151,12 @@ pub struct TickStats {
     pub persistent_requests: u64,
     /// Persistent newcomers' requests that a limit refused.
     pub persistent_limited: u64,
-    /// Responses to established clients ([`Monitor::record_response_of`]).
-    pub established_responses: u64,
-    /// ... of which 5xx.
-    pub established_server_errors: u64,
-    /// 99th percentile latency of the responses to established clients.
-    pub established_latency_p99: Duration,
+    /// How the backend answered established clients ([`Monitor::record_response_of`]).
+    pub established_health: CohortHealth,
+    /// ... newcomers that are not persistent (people arriving, the long tail).
+    pub newcomer_health: CohortHealth,
+    /// ... persistent newcomers (where a flood's own slow or failing requests land).
+    pub persistent_health: CohortHealth,
     /// When the tick was taken, in seconds since the Unix epoch: the controller compares the
     /// traffic with the seasonal baseline of that time of day.
     pub at: Option<i64>,
@@ -211,9 +207,7 @@ impl Monitor {
             persistent_requests: AtomicU64::new(0),
             persistent_limited: AtomicU64::new(0),
             newcomer_limited: AtomicU64::new(0),
-            established_responses: AtomicU64::new(0),
-            established_server_errors: AtomicU64::new(0),
-            established_latency: std::array::from_fn(|_| AtomicU64::new(0)),
+            health: HealthCounters::new(),
         }
     }
 
@@ -222,7 +216,7 @@ impl Monitor {
         &self.cohorts
     }
 
-    /// Whether `client` is established (seen in the normal state over two epochs).
+    /// Whether `client` is established (seen in the normal state in two epochs apart).
     pub fn is_established(&self, client: &str) -> bool {
         self.cohorts.is_established(hash_key(client))
     }
@@ -323,28 +317,24 @@ impl Monitor {
         self.latency[latency_bucket(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// [`record_response`](Self::record_response), also counted in the established clients'
-    /// health when `client` is established: the controller's health gate reads that cohort, so
+    /// [`record_response`](Self::record_response), also counted in the health of `client`'s
+    /// cohort ([`Standing`]): the controller's health gate reads the cohorts it protects, so
     /// that an attacker's own failing or slow requests cannot make the backend look unhealthy.
     #[inline]
     pub fn record_response_of(&self, client: Option<&str>, status: u16, latency: Duration) {
         self.record_response(status, latency);
-        if status == 429 || !client.is_some_and(|c| self.is_established(c)) {
-            return;
+        match client {
+            Some(client) if status != 429 => {
+                self.health.record(self.standing(client), status, latency);
+            }
+            _ => {}
         }
-        self.established_responses.fetch_add(1, Ordering::Relaxed);
-        if (500..=599).contains(&status) {
-            self.established_server_errors
-                .fetch_add(1, Ordering::Relaxed);
-        }
-        self.established_latency[latency_bucket(latency)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Ends the tick: returns what it saw and starts the next. Call from one thread, once a tick.
     pub fn tick(&self) -> TickStats {
         let requests = self.requests.swap(0, Ordering::Relaxed);
         let latency = drain(&self.latency);
-        let established_latency = drain(&self.established_latency);
         self.cohorts.tick();
         self.persistence.tick();
         let dimensions = std::array::from_fn(|i| {
@@ -374,28 +364,15 @@ impl Monitor {
             newcomer_limited: self.newcomer_limited.swap(0, Ordering::Relaxed),
             persistent_requests: self.persistent_requests.swap(0, Ordering::Relaxed),
             persistent_limited: self.persistent_limited.swap(0, Ordering::Relaxed),
-            established_responses: self.established_responses.swap(0, Ordering::Relaxed),
-            established_server_errors: self.established_server_errors.swap(0, Ordering::Relaxed),
-            established_latency_p99: percentile(&established_latency, 0.99),
+            established_health: self.health.take(Standing::Established),
+            newcomer_health: self.health.take(Standing::Newcomer),
+            persistent_health: self.health.take(Standing::Persistent),
             at: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .ok()
                 .and_then(|d| i64::try_from(d.as_secs()).ok()),
         }
     }
-}
-
-fn latency_bucket(latency: Duration) -> usize {
-    let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-    (64 - micros.leading_zeros() as usize).min(LATENCY_BUCKETS - 1)
-}
-
-fn drain(buckets: &[AtomicU64; LATENCY_BUCKETS]) -> [u64; LATENCY_BUCKETS] {
-    let mut out = [0u64; LATENCY_BUCKETS];
-    for (bucket, counter) in out.iter_mut().zip(buckets) {
-        *bucket = counter.swap(0, Ordering::Relaxed);
-    }
-    out
 }
 
 /// Top share and entropy from the heavy hitters, treating the rest as spread evenly over the
@@ -433,23 +410,6 @@ fn summarize(requests: u64, distinct: f64, heavy: Vec<HeavyHitter>) -> Dimension
         entropy: (entropy / max_entropy).clamp(0.0, 1.0),
         heavy,
     }
-}
-
-fn percentile(buckets: &[u64; LATENCY_BUCKETS], q: f64) -> Duration {
-    let total: u64 = buckets.iter().sum();
-    if total == 0 {
-        return Duration::ZERO;
-    }
-    let rank = (total as f64 * q).ceil() as u64;
-    let mut seen = 0;
-    for (bucket, count) in buckets.iter().enumerate() {
-        seen += count;
-        if seen >= rank {
-            // The bucket's upper edge: 2^bucket µs.
-            return Duration::from_micros(1u64 << bucket.min(40));
-        }
-    }
-    Duration::ZERO
 }
 
 impl std::fmt::Debug for Monitor {

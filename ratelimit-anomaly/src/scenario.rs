@@ -317,7 +317,7 @@ pub struct TickRecord {
 /// Shares of legitimate requests limited, split by who sent them.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct CohortShares {
-    /// Clients that were already there: seen before the attack in two epochs of the monitor's
+    /// Clients that were already there: seen before the attack in two epochs apart of the monitor's
     /// cohorts (the ground truth, kept apart from the monitor's own sets).
     pub established: f64,
     /// Every other legitimate client (first seen recently, or during the attack), the flash
@@ -447,7 +447,7 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
     let mut first_global = None;
     let mut newcomer_budget: Option<(u32, u32)> = None;
     // Ground truth of who was already there, as the monitor's cohorts define it: seen before the
-    // attack in two different epochs.
+    // attack in two epochs with a whole epoch between them.
     let epoch_ticks = u32::try_from(crate::monitor::MonitorConfig::default().cohorts.epoch_ticks)
         .unwrap_or(30)
         .max(1);
@@ -550,7 +550,7 @@ pub fn run(scenario: &Scenario, config: ControllerConfig) -> Outcome {
                 tick_legit_limited += u32::from(limited);
                 if let (Sender::Background(client), true) = (sender, tick < scenario.attack_start) {
                     let first = *first_epoch.entry(client).or_insert(tick / epoch_ticks);
-                    if first != tick / epoch_ticks {
+                    if tick / epoch_ticks >= first + 2 {
                         established_truth.insert(client);
                     }
                 }
