@@ -468,7 +468,10 @@ mod tests {
         for _ in 0..10 {
             cohorts.tick();
         }
-        assert!(!cohorts.observe(a), "seen in the previous epoch and this one");
+        assert!(
+            !cohorts.observe(a),
+            "seen in the previous epoch and this one"
+        );
         for _ in 0..10 {
             cohorts.tick();
         }

@@ -670,6 +670,15 @@ impl Controller {
                 }
             }
             State::Suspect => {
+                // A rise on a healthy backend that comes from the clients already here (the
+                // newcomers and the number of sources at their normal levels) is a new normal,
+                // not an attack: the baselines follow it, or the controller would stay suspect
+                // for ever after, say, a deploy that made every client faster. The newcomers'
+                // and the sources' levels cannot be raised this way by a flood: it is a surge of
+                // both.
+                if healthy && !newcomer_surge && !spread {
+                    self.learn(stats);
+                }
                 if !suspicious {
                     self.state = State::Normal;
                 } else if !healthy
@@ -753,9 +762,15 @@ impl Controller {
         let established = stats.established_health;
         let legitimate = established.merged(&stats.newcomer_health);
         let (p99, error_ratio) = if established.responses >= COHORT_HEALTH_MIN {
-            (established.latency_p99().as_secs_f64(), established.error_ratio())
+            (
+                established.latency_p99().as_secs_f64(),
+                established.error_ratio(),
+            )
         } else if legitimate.responses >= COHORT_HEALTH_MIN {
-            (legitimate.latency_p99().as_secs_f64(), legitimate.error_ratio())
+            (
+                legitimate.latency_p99().as_secs_f64(),
+                legitimate.error_ratio(),
+            )
         } else {
             (stats.latency_p99.as_secs_f64(), stats.error_ratio())
         };
@@ -1276,11 +1291,32 @@ mod tests {
             stats.persistent_health = CohortHealth::uniform(19_000, 9_000, Duration::from_secs(2));
             let actions = controller.on_tick(&stats);
             assert!(
-                actions.iter().all(|d| matches!(d.action, Action::PenalizeKey { .. })),
+                actions
+                    .iter()
+                    .all(|d| matches!(d.action, Action::PenalizeKey { .. })),
                 "{actions:?}"
             );
         }
         assert_ne!(controller.state(), State::Mitigating);
+    }
+
+    /// Every client already here doubles its rate at once (a deploy made them faster) on a
+    /// healthy backend: a new normal, which the baselines follow, so that the controller is
+    /// normal again and can tell the next flood from it. It stayed suspect for ever before.
+    #[test]
+    fn a_lasting_rise_of_the_established_clients_on_a_healthy_backend_becomes_normal() {
+        let mut controller = warmed_up(ControllerConfig::default());
+        let mut states = Vec::new();
+        for i in 0..600 {
+            let actions = controller.on_tick(&tick(2_000 + (i % 7) * 20, 5, 0));
+            assert!(actions.is_empty(), "{actions:?}");
+            states.push(controller.state());
+        }
+        assert!(
+            states[..50].contains(&State::Suspect),
+            "the rise went unnoticed"
+        );
+        assert_eq!(controller.state(), State::Normal);
     }
 
     #[test]

@@ -52,9 +52,9 @@ mod baseline;
 pub mod cohort;
 mod controller;
 mod detector;
-mod health;
 #[cfg(feature = "forest")]
 pub mod forest;
+mod health;
 mod monitor;
 pub mod nab;
 pub mod scenario;

@@ -4,7 +4,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::cohort::{CohortConfig, Cohorts, Persistence, PersistenceConfig};
-use crate::health::{CohortHealth, HealthCounters, LATENCY_BUCKETS, drain, latency_bucket, percentile};
+use crate::health::{
+    CohortHealth, HealthCounters, LATENCY_BUCKETS, drain, latency_bucket, percentile,
+};
 use crate::sketch::{CountMin, HeavyHitter, HyperLogLog, TopK, hash_key};
 
 /// The ways requests are keyed: each has its own sketches.
