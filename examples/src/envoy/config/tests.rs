@@ -10,20 +10,20 @@ const EXAMPLE: &str = r#"
 domain: edge
 descriptors:
   - key: remote_address
-rate_limit:
-  unit: second
-  requests_per_unit: 10
+    rate_limit:
+      unit: second
+      requests_per_unit: 10
   - key: path
-value: /login
-rate_limit: { unit: minute, requests_per_unit: 5 }
-shadow_mode: true
+    value: /login
+    rate_limit: { unit: minute, requests_per_unit: 5 }
+    shadow_mode: true
   - key: path
-rate_limit: { unlimited: true }
+    rate_limit: { unlimited: true }
   - key: tenant
-descriptors:
-  - key: plan
-    value: free
-    rate_limit: { unit: hour, requests_per_unit: 1000 }
+    descriptors:
+      - key: plan
+        value: free
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
 "#;
 
 fn invalid(text: &str) -> (usize, String) {
@@ -49,21 +49,21 @@ fn stat_keys_are_envoyproxys() {
 domain: edge
 descriptors:
   - key: remote_address
-rate_limit: { unit: second, requests_per_unit: 10 }
+    rate_limit: { unit: second, requests_per_unit: 10 }
   - key: path
-value: "/api/*"
-rate_limit: { unit: second, requests_per_unit: 10 }
+    value: "/api/*"
+    rate_limit: { unit: second, requests_per_unit: 10 }
   - key: tenant
-descriptors:
-  - key: plan
-    value: free
-    rate_limit: { unit: hour, requests_per_unit: 1000 }
-  - key: user
-    detailed_metric: true
-    rate_limit: { unit: hour, requests_per_unit: 1000 }
-  - key: route
-    value_to_metric: true
-    rate_limit: { unit: hour, requests_per_unit: 1000 }
+    descriptors:
+      - key: plan
+        value: free
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+      - key: user
+        detailed_metric: true
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
+      - key: route
+        value_to_metric: true
+        rate_limit: { unit: hour, requests_per_unit: 1000 }
 "#,
     )
     .unwrap();
@@ -170,10 +170,10 @@ fn matches_values_then_wildcards_then_nested() {
 #[test]
 fn a_value_spelling_a_deeper_descriptor_has_its_own_bucket() {
     let config = Config::parse(
-        "t.yaml",
-        "domain: d\ndescriptors:\n  - key: t\n    rate_limit: { unit: second, requests_per_unit: 5 }\n    descriptors:\n      - key: sub\n        rate_limit: { unit: second, requests_per_unit: 1 }\n",
-    )
-    .unwrap();
+            "t.yaml",
+            "domain: d\ndescriptors:\n  - key: t\n    rate_limit: { unit: second, requests_per_unit: 5 }\n    descriptors:\n      - key: sub\n        rate_limit: { unit: second, requests_per_unit: 1 }\n",
+        )
+        .unwrap();
     let shallow = config
         .limit_for("d", &[Entry::new("t", "t|sub=s")])
         .unwrap();
@@ -271,30 +271,30 @@ fn matching_is_envoys_get_limit() {
 domain: d
 descriptors:
   - key: path
-value: /api/*/orders
-rate_limit: { unit: second, requests_per_unit: 1 }
+    value: /api/*/orders
+    rate_limit: { unit: second, requests_per_unit: 1 }
   - key: path
-value: /api/*
-rate_limit: { unit: second, requests_per_unit: 2 }
+    value: /api/*
+    rate_limit: { unit: second, requests_per_unit: 2 }
   - key: path
-value: /api/admin
-rate_limit: { unit: second, requests_per_unit: 3 }
+    value: /api/admin
+    rate_limit: { unit: second, requests_per_unit: 3 }
   - key: path
-rate_limit: { unit: second, requests_per_unit: 4 }
+    rate_limit: { unit: second, requests_per_unit: 4 }
   - key: host
-value: "*.example.*"
-rate_limit: { unit: SECOND, requests_per_unit: 5 }
+    value: "*.example.*"
+    rate_limit: { unit: SECOND, requests_per_unit: 5 }
   - key: tenant
-value: acme
-descriptors:
-  - key: plan
-    value: paid
-    rate_limit: { unit: Minute, requests_per_unit: 6 }
+    value: acme
+    descriptors:
+      - key: plan
+        value: paid
+        rate_limit: { unit: Minute, requests_per_unit: 6 }
   - key: tenant
-rate_limit: { unit: second, requests_per_unit: 7 }
-descriptors:
-  - key: plan
-    rate_limit: { unit: second, requests_per_unit: 8 }
+    rate_limit: { unit: second, requests_per_unit: 7 }
+    descriptors:
+      - key: plan
+        rate_limit: { unit: second, requests_per_unit: 8 }
 "#,
     )
     .unwrap();
@@ -376,17 +376,17 @@ fn zero_replaces_and_the_other_fields_load() {
 domain: d
 descriptors:
   - key: remote_address
-value: 50.0.0.5
-rate_limit: { unit: second, requests_per_unit: 0 }
+    value: 50.0.0.5
+    rate_limit: { unit: second, requests_per_unit: 0 }
   - key: user
-quota_mode: true
-detailed_metric: true
-value_to_metric: true
-rate_limit:
-  name: per-user
-  unit: day
-  requests_per_unit: 100
-  replaces: [{ name: global }]
+    quota_mode: true
+    detailed_metric: true
+    value_to_metric: true
+    rate_limit:
+      name: per-user
+      unit: day
+      requests_per_unit: 100
+      replaces: [{ name: global }]
 "#,
     )
     .unwrap();
@@ -403,15 +403,15 @@ rate_limit:
 #[test]
 fn files_of_one_domain_merge_only_when_asked() {
     let texts = vec![
-        (
-            PathBuf::from("a.yaml"),
-            "domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 1 }\n".to_string(),
-        ),
-        (
-            PathBuf::from("b.yaml"),
-            "domain: d\ndescriptors:\n  - key: b\n    rate_limit: { unit: second, requests_per_unit: 2 }\n".to_string(),
-        ),
-    ];
+            (
+                PathBuf::from("a.yaml"),
+                "domain: d\ndescriptors:\n  - key: a\n    rate_limit: { unit: second, requests_per_unit: 1 }\n".to_string(),
+            ),
+            (
+                PathBuf::from("b.yaml"),
+                "domain: d\ndescriptors:\n  - key: b\n    rate_limit: { unit: second, requests_per_unit: 2 }\n".to_string(),
+            ),
+        ];
     match Config::from_texts_merging(&texts, false) {
         Err(ConfigError::Conflict { file, message }) => {
             assert_eq!(file, "b.yaml");
