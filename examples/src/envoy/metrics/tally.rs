@@ -69,7 +69,7 @@ impl Metrics {
     }
 
     /// The tallies for people (the status page), one `name value` a line; `/metrics` is the
-    /// recorder's ([`render`]).
+    /// recorder's ([`render`](super::render)).
     pub fn render(&self) -> String {
         format!(
             "ok {}\nover_limit {}\nerror {}\nshadow_over_limit {}\nrefused {}\n",

@@ -38,6 +38,8 @@ impl RateLimitServer {
     /// - an invalid request that the checks above missed
     ///   ([`RequestError`](ratelimit_core::RequestError)) is `OVER_LIMIT`: failing closed never
     ///   admits more than the bound.
+    ///
+    /// [`MAX_LIMITS`]: ratelimit_core::MAX_LIMITS
     pub async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, Status> {
         if request.domain.is_empty() {
             return Err(Status::invalid_argument("domain: must not be empty"));

@@ -17,6 +17,8 @@
 //! The server and its settings are in this file; the parts of a decision beside it: the decision
 //! of a request (`decide.rs`), the store calls (`enforce.rs`), a request's limits and its own
 //! overrides (`merged.rs`) and the answer's statuses, headers and metadata (`answer.rs`).
+//!
+//! [`MAX_LIMITS`]: ratelimit_core::MAX_LIMITS
 
 use std::sync::Arc;
 
