@@ -24,14 +24,17 @@ impl Limiter {
     /// breaker is looked at before any probe is claimed, so a request that another node's open
     /// breaker stops does not spend this node's probe.
     pub(super) fn nodes_admit(&self, nodes: u32, now: u64) -> bool {
-        let involved = || {
-            self.breakers
-                .iter()
-                .enumerate()
-                .filter(move |(i, _)| nodes & (1 << i) != 0)
-                .map(|(_, breaker)| breaker)
-        };
-        involved().all(|b| b.may_probe(now)) && involved().all(|b| b.admits(now, self.cooldown))
+        self.involved(nodes).all(|b| b.may_probe(now))
+            && self.involved(nodes).all(|b| b.admits(now, self.cooldown))
+    }
+
+    /// The breakers of `nodes`, a bit set from [`nodes_of`](Self::nodes_of).
+    fn involved(&self, nodes: u32) -> impl Iterator<Item = &Breaker> {
+        self.breakers
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| nodes & (1 << i) != 0)
+            .map(|(_, breaker)| breaker)
     }
 
     /// The store's verdict, or the kind of its failure; either way the breakers of `nodes` learn
@@ -41,12 +44,7 @@ impl Limiter {
         nodes: u32,
         outcome: Result<Result<Verdict, StoreError>, tokio::time::error::Elapsed>,
     ) -> Result<Result<Verdict, StoreFailure>, RequestError> {
-        let involved = self
-            .breakers
-            .iter()
-            .enumerate()
-            .filter(move |(i, _)| nodes & (1 << i) != 0)
-            .map(|(_, breaker)| breaker);
+        let involved = self.involved(nodes);
         let error = match outcome {
             Ok(Ok(verdict)) => {
                 involved.for_each(Breaker::close);
