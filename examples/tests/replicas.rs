@@ -122,9 +122,9 @@ async fn three_services_over_one_redis_keep_one_global_limit() {
     admitted.sort();
     let policy = Policy::per_second(20).unwrap();
     assert_bound(&admitted, &policy);
-    // How much is admitted on the real clock depends on how busy the machine is (conformance.rs
-    // says why it is never asserted); that the services decide at all is: more than one burst
-    // over the run means the shared bucket refilled and was drawn from again.
+    // How much is admitted on the real clock depends on how busy the machine is (the conformance
+    // suite says why it is never asserted); that the services decide at all is: more than one
+    // burst over the run means the shared bucket refilled and was drawn from again.
     assert!(
         admitted.len() > policy.burst() as usize,
         "only {} admitted: the services do not decide",

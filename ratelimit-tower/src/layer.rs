@@ -1,23 +1,21 @@
-//! The layer, its builder, and the handle that changes it at runtime.
+//! The layer and its builder: what an application configures once, before serving.
+//!
+//! The state they build lives in `shared.rs`, the service in `service/` and the runtime handle in
+//! `handle.rs`; this file depends on those and none of them on it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Response;
-use parking_lot::RwLock;
-use ratelimit_core::{Limiter, Policy};
+use ratelimit_core::Limiter;
 
-use crate::metrics::{self, RuleCounters};
+use crate::handle::RateLimitHandle;
+use crate::metrics::RuleCounters;
 use crate::observer::DecisionObserver;
-use crate::response::{HeaderOptions, Rejection};
+use crate::response::{HeaderOptions, Rejection, RejectionFn};
 use crate::rule::Rule;
 use crate::service::RateLimit;
-
-/// Builds a custom rejection response.
-pub type RejectionFn = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
+use crate::shared::{Blocks, Shared};
 
 /// Why a layer could not be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,53 +41,6 @@ pub enum ConfigError {
     },
 }
 
-/// Why a runtime change was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ControlError {
-    /// No rule has that name.
-    #[error("no rule is named {0:?}")]
-    UnknownRule(String),
-    /// The new policy's burst cannot hold the rule's cost.
-    #[error("a burst of {burst} cannot hold the rule's cost of {cost}")]
-    CostExceedsBurst {
-        /// The rule's cost.
-        cost: u32,
-        /// The refused policy's burst.
-        burst: u32,
-    },
-}
-
-pub(crate) struct Shared {
-    pub(crate) limiter: Arc<Limiter>,
-    pub(crate) rules: Vec<Rule>,
-    pub(crate) counters: Vec<RuleCounters>,
-    pub(crate) shadow: bool,
-    pub(crate) headers: HeaderOptions,
-    pub(crate) observers: Vec<Arc<dyn DecisionObserver>>,
-    pub(crate) rejection: Option<RejectionFn>,
-    pub(crate) blocks: Blocks,
-}
-
-/// Keys blocked at runtime, each until an instant.
-#[derive(Default)]
-pub(crate) struct Blocks {
-    // Relaxed: a request that races a new block may pass once, as if it had come a moment earlier.
-    any: AtomicBool,
-    until: RwLock<HashMap<String, Instant>>,
-}
-
-impl Blocks {
-    /// How long `key` stays blocked, if it is.
-    pub(crate) fn remaining(&self, key: &str) -> Option<Duration> {
-        if !self.any.load(Ordering::Relaxed) {
-            return None;
-        }
-        let until = *self.until.read().get(key)?;
-        let now = Instant::now();
-        (until > now).then(|| until - now)
-    }
-}
-
 /// A tower [`Layer`](tower_layer::Layer) that checks every request against its rules before the
 /// inner service sees it. Cloning is cheap and shares everything.
 #[derive(Clone)]
@@ -112,9 +63,7 @@ impl RateLimitLayer {
 
     /// The handle through which observers and operators change the layer at runtime.
     pub fn handle(&self) -> RateLimitHandle {
-        RateLimitHandle {
-            shared: self.shared.clone(),
-        }
+        RateLimitHandle::new(self.shared.clone())
     }
 }
 
@@ -213,102 +162,11 @@ impl RateLimitLayerBuilder {
     }
 }
 
-/// Changes a running layer: a rule's policy, blocked keys. Cheap to clone; share it with observers.
-#[derive(Clone)]
-pub struct RateLimitHandle {
-    shared: Arc<Shared>,
-}
-
-impl RateLimitHandle {
-    /// Sets a rule's policy, from the next request on.
-    pub fn set_policy(&self, rule: &str, policy: Policy) -> Result<(), ControlError> {
-        let rule = self.rule(rule)?;
-        if rule.cost > policy.burst() {
-            return Err(ControlError::CostExceedsBurst {
-                cost: rule.cost,
-                burst: policy.burst(),
-            });
-        }
-        rule.policy.store(policy);
-        tracing::info!(rule = %rule.name, ?policy, "rate-limit policy changed");
-        Ok(())
-    }
-
-    /// A rule's policy now.
-    pub fn policy(&self, rule: &str) -> Result<Policy, ControlError> {
-        Ok(self.rule(rule)?.policy())
-    }
-
-    /// Denies every request whose extracted key (under any rule) is `key`, for `ttl`.
-    pub fn block(&self, key: &str, ttl: Duration) {
-        let mut until = self.shared.blocks.until.write();
-        let now = Instant::now();
-        until.retain(|_, t| *t > now);
-        until.insert(key.to_string(), now + ttl);
-        self.shared.blocks.any.store(true, Ordering::Relaxed);
-        tracing::warn!(key, ?ttl, "key blocked");
-    }
-
-    /// Lifts a block before its time.
-    pub fn unblock(&self, key: &str) {
-        let mut until = self.shared.blocks.until.write();
-        until.remove(key);
-        self.shared
-            .blocks
-            .any
-            .store(!until.is_empty(), Ordering::Relaxed);
-    }
-
-    /// The names of the layer's rules, in order.
-    pub fn rules(&self) -> impl Iterator<Item = &str> {
-        self.shared.rules.iter().map(Rule::name)
-    }
-
-    /// A rule's counters.
-    pub fn counters(&self, rule: &str) -> Result<&RuleCounters, ControlError> {
-        let index = self
-            .shared
-            .rules
-            .iter()
-            .position(|r| r.name() == rule)
-            .ok_or_else(|| ControlError::UnknownRule(rule.to_string()))?;
-        self.shared
-            .counters
-            .get(index)
-            .ok_or_else(|| ControlError::UnknownRule(rule.to_string()))
-    }
-
-    /// Every rule's counters in the Prometheus text exposition format.
-    pub fn render_prometheus(&self) -> String {
-        metrics::render(
-            self.shared
-                .rules
-                .iter()
-                .map(Rule::name)
-                .zip(self.shared.counters.iter()),
-        )
-    }
-
-    fn rule(&self, name: &str) -> Result<&Rule, ControlError> {
-        self.shared
-            .rules
-            .iter()
-            .find(|r| r.name() == name)
-            .ok_or_else(|| ControlError::UnknownRule(name.to_string()))
-    }
-}
-
 impl std::fmt::Debug for RateLimitLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("rules", &self.shared.rules)
             .field("shadow", &self.shared.shadow)
             .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for RateLimitHandle {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimitHandle").finish_non_exhaustive()
     }
 }

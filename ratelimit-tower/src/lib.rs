@@ -61,6 +61,7 @@
 //! policies and blocks keys while the layer runs.
 
 mod body;
+mod handle;
 mod key;
 mod layer;
 mod metrics;
@@ -68,17 +69,17 @@ mod observer;
 mod response;
 mod rule;
 mod service;
+mod shared;
 
 pub use body::RejectionBody;
+pub use handle::{ControlError, RateLimitHandle};
 pub use key::{
     CustomExtractor, ForwardedHeader, IpPrefixes, KeyError, KeyExtractor, PeerAddr, Principal,
     RequestView, TrustedProxies,
 };
-pub use layer::{
-    ConfigError, ControlError, RateLimitHandle, RateLimitLayer, RateLimitLayerBuilder, RejectionFn,
-};
+pub use layer::{ConfigError, RateLimitLayer, RateLimitLayerBuilder};
 pub use metrics::RuleCounters;
 pub use observer::{DecisionEvent, DecisionObserver, Outcome, ResponseEvent};
-pub use response::{HeaderOptions, Rejection};
+pub use response::{HeaderOptions, Rejection, RejectionFn};
 pub use rule::{Matcher, MissingKey, Rule};
 pub use service::{RateLimit, ResponseFuture};

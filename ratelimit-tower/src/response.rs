@@ -5,6 +5,7 @@
 //! `"name";r=<remaining>;t=<seconds until reset>`, both Structured Field lists (RFC 9651).
 //! For a GCRA limit the quota is its burst and the window the time an empty bucket takes to fill.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -51,6 +52,9 @@ pub struct Rejection {
     /// Whether the request was gRPC.
     pub grpc: bool,
 }
+
+/// Builds a custom rejection response.
+pub type RejectionFn = Arc<dyn Fn(&Rejection) -> Response<Bytes> + Send + Sync>;
 
 /// Whole seconds, rounded up, so a client that waits them is never early; at least 1 when denied.
 pub(crate) fn ceil_secs(d: Duration) -> u64 {
