@@ -31,21 +31,33 @@
 //!   actions with their reasons: penalise a key for a time to live, tighten the route carrying a
 //!   surge or else the global limit multiplicatively down to a floor, relax additively after a
 //!   quiet period; shadow mode and an allow list.
-//! - **Wiring** (feature `tower`): `tower::TowerObserver` feeds the monitor from a
-//!   ratelimit-tower layer, `tower::TowerActuator` applies actions through its handle, and
-//!   `tower::spawn` runs the tick; [`KeyedLimiterActuator`] applies them to a core
-//!   `KeyedLimiter`.
+//! - **Wiring**: `tick::spawn` (feature `tokio`) runs the tick on tokio with any [`Actuator`];
+//!   `tower::TowerObserver` (feature `tower`) feeds the monitor from a ratelimit-tower layer and
+//!   `tower::TowerActuator` applies actions through its handle (`tower::spawn` is the same tick);
+//!   [`KeyedLimiterActuator`] applies them to a core `KeyedLimiter`.
 //!
 //! # Measured
 //!
-//! [`nab`] scores a detector on the Numenta Anomaly Benchmark; the subset shipped in `nab/` (48
-//! series, 83 windows, with NAB's licence) is scored by
-//! `cargo run --release -p ratelimit-anomaly --example nab`. With its default settings (tuned on
+//! The `nab` module (feature `nab`) scores a detector on the Numenta Anomaly Benchmark; the subset
+//! in `nab/` of the repository (48 series, 83 windows, with NAB's licence; left out of the
+//! published package) is scored by
+//! `cargo run --release -p ratelimit-anomaly --features nab,forest --example nab`. With its default settings (tuned on
 //! that subset) [`RateDetector`] scores 65.0 on the standard profile, 56.8 on reward_low_FP_rate
 //! and 69.4 on reward_low_FN_rate; published on the same subset: Numenta HTM 70.9 / 65.0 / 75.0,
 //! Random Cut Forest 56.2 / 45.2 / 64.0, windowed Gaussian 35.0 / 22.7 / 41.0 (which the scorer
-//! reproduces: `--windowed-gaussian`). The labelled traffic scenarios ([`scenario`]) run with
-//! `cargo run --release -p ratelimit-anomaly --example scenarios -- --plot DIR`.
+//! reproduces: `--windowed-gaussian`). The labelled traffic scenarios (the `scenario` module,
+//! feature `scenarios`) run with
+//! `cargo run --release -p ratelimit-anomaly --features scenarios --example scenarios -- --plot DIR`.
+//!
+//! # Features
+//!
+//! None is on by default: the detectors, the monitor and the controller need none.
+//!
+//! - `tokio`: the tick task on tokio (`tick` module).
+//! - `tower`: the observer and actuator for ratelimit-tower's layer (and `tokio`).
+//! - `forest`: a random cut forest on each tick's feature vector.
+//! - `nab`: the NAB corpus reader and scorer (`nab` module).
+//! - `scenarios`: the labelled traffic scenarios and their simulation (`scenario` module).
 
 mod actuator;
 mod baseline;
@@ -56,9 +68,13 @@ mod detector;
 pub mod forest;
 mod health;
 mod monitor;
+#[cfg(feature = "nab")]
 pub mod nab;
+#[cfg(feature = "scenarios")]
 pub mod scenario;
 pub mod sketch;
+#[cfg(feature = "tokio")]
+pub mod tick;
 #[cfg(feature = "tower")]
 pub mod tower;
 

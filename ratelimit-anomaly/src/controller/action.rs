@@ -66,6 +66,28 @@ pub struct Reason {
     pub until: Until,
 }
 
+impl Reason {
+    /// A reason for acting on everyone (the global limit): no key, no expiry of its own.
+    pub fn everyone(
+        signal: Signal,
+        score: f64,
+        observed: f64,
+        baseline: f64,
+        until: Until,
+    ) -> Self {
+        Reason {
+            signal,
+            score,
+            observed,
+            baseline,
+            key: None,
+            ttl: None,
+            cohort: Cohort::Everyone,
+            until,
+        }
+    }
+}
+
 /// Whom an action is aimed at: the cohort is acted on before everyone is.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cohort {

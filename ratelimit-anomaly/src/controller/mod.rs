@@ -184,60 +184,39 @@ impl Controller {
             quiet_ticks: self.config.quiet_ticks,
         };
         let reason = if score >= self.config.suspect_score || elevated {
-            Reason {
-                signal: Signal::GlobalRate,
-                score,
-                observed: requests,
-                baseline: expected,
-                key: None,
-                ttl: None,
-                cohort: Cohort::Everyone,
-                until: calm,
-            }
+            Reason::everyone(Signal::GlobalRate, score, requests, expected, calm)
         } else if spread {
-            Reason {
-                signal: Signal::SourceSpread,
+            Reason::everyone(
+                Signal::SourceSpread,
                 score,
-                observed: distinct,
-                baseline: self.sources.mean(),
-                key: None,
-                ttl: None,
-                cohort: Cohort::Everyone,
-                until: calm,
-            }
+                distinct,
+                self.sources.mean(),
+                calm,
+            )
         } else if unusual {
-            Reason {
-                signal: Signal::Multivariate,
-                score: forest_score,
-                observed: requests,
-                baseline: self.traffic.mean(),
-                key: None,
-                ttl: None,
-                cohort: Cohort::Everyone,
-                until: calm,
-            }
+            Reason::everyone(
+                Signal::Multivariate,
+                forest_score,
+                requests,
+                self.traffic.mean(),
+                calm,
+            )
         } else if shifted {
-            Reason {
-                signal: Signal::SustainedShift,
-                score: self.cusum,
-                observed: requests,
-                baseline: self.traffic.mean(),
-                key: None,
-                ttl: None,
-                cohort: Cohort::Everyone,
-                until: calm,
-            }
+            Reason::everyone(
+                Signal::SustainedShift,
+                self.cusum,
+                requests,
+                self.traffic.mean(),
+                calm,
+            )
         } else {
-            Reason {
-                signal: Signal::MinuteRate,
-                score: self.minute_score,
-                observed: requests,
-                baseline: self.traffic.mean(),
-                key: None,
-                ttl: None,
-                cohort: Cohort::Everyone,
-                until: calm,
-            }
+            Reason::everyone(
+                Signal::MinuteRate,
+                self.minute_score,
+                requests,
+                self.traffic.mean(),
+                calm,
+            )
         };
 
         // While mitigating, what keeps a tightening: any signal but "elevated" alone on a healthy
