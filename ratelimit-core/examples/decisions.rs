@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use ratelimit_core::{Limit, MemoryStore, Policy, PolicyError};
+use ratelimit_core::{Limit, MemoryStore, Policy, PolicyError, Store};
 
 struct Client {
     name: &'static str,
@@ -39,15 +39,17 @@ fn main() -> Result<(), PolicyError> {
             let key = format!("client:{}", client.name);
             for _ in 0..client.per_tick {
                 let limits = [Limit::new(&key, per_client), Limit::new("global", global)];
-                match store.acquire_now(&limits) {
-                    Ok(verdict) => {
+                // In process, the store answers without a future: always `Some`.
+                match store.acquire_sync(&limits) {
+                    None => eprintln!("{}: the store must be awaited", client.name),
+                    Some(Ok(verdict)) => {
                         client.sent += 1;
                         client.admitted += u32::from(verdict.is_allowed());
                         if let Some(d) = verdict.decision() {
                             client.last = Some((d.is_allowed(), d.remaining(), d.retry_after()));
                         }
                     }
-                    Err(error) => eprintln!("{}: refused: {error}", client.name),
+                    Some(Err(error)) => eprintln!("{}: refused: {error}", client.name),
                 }
             }
         }

@@ -16,9 +16,9 @@ use crate::policy::Policy;
 /// use ratelimit_core::{Policy, TokenBucket};
 ///
 /// let bucket = TokenBucket::new(Policy::per_second(2)?);
-/// assert!(bucket.check(1)?.is_allowed());
-/// assert!(bucket.check(1)?.is_allowed());
-/// let denied = bucket.check(1)?;
+/// assert!(bucket.acquire(1)?.is_allowed());
+/// assert!(bucket.acquire(1)?.is_allowed());
+/// let denied = bucket.acquire(1)?;
 /// assert!(!denied.is_allowed());
 /// assert!(denied.retry_after() > std::time::Duration::ZERO);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -64,7 +64,7 @@ impl<C: Clock> TokenBucket<C> {
     /// Returns [`RequestError::CostExceedsBurst`] for a cost the bucket can never hold, rather than a
     /// retry-after that would never come true.
     #[inline]
-    pub fn check(&self, cost: u32) -> Result<Decision, RequestError> {
+    pub fn acquire(&self, cost: u32) -> Result<Decision, RequestError> {
         gcra::validate_cost(&self.policy, cost)?;
         Ok(gcra::decide_atomic(
             &self.tat,
@@ -74,7 +74,7 @@ impl<C: Clock> TokenBucket<C> {
         ))
     }
 
-    /// What [`check`](Self::check) would answer now, without consuming anything.
+    /// What [`acquire`](Self::acquire) would answer now, without consuming anything.
     pub fn peek(&self, cost: u32) -> Result<Decision, RequestError> {
         gcra::validate_cost(&self.policy, cost)?;
         let tat = self.tat.load(Ordering::Relaxed);
@@ -94,7 +94,7 @@ impl<C: Clock> TokenBucket<C> {
     /// wake as one herd and all but one go back to sleep.
     pub async fn until_ready(&self, cost: u32) -> Result<Decision, RequestError> {
         loop {
-            let decision = self.check(cost)?;
+            let decision = self.acquire(cost)?;
             if decision.is_allowed() {
                 return Ok(decision);
             }

@@ -39,10 +39,10 @@ pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 ///
 /// let limiter: KeyedLimiter<String> = KeyedLimiter::new(Policy::per_second(1)?);
 /// limiter.set_policy("partner".to_string(), Policy::per_second(100)?);
-/// assert!(limiter.check("10.0.0.1", 1)?.is_allowed());
-/// assert!(!limiter.check("10.0.0.1", 1)?.is_allowed());
-/// assert!(limiter.check("partner", 1)?.is_allowed());
-/// assert!(limiter.check("partner", 1)?.is_allowed());
+/// assert!(limiter.acquire("10.0.0.1", 1)?.is_allowed());
+/// assert!(!limiter.acquire("10.0.0.1", 1)?.is_allowed());
+/// assert!(limiter.acquire("partner", 1)?.is_allowed());
+/// assert!(limiter.acquire("partner", 1)?.is_allowed());
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct KeyedLimiter<K, C: Clock = MonotonicClock> {
@@ -126,17 +126,17 @@ impl<K: Hash + Eq + Clone> KeyedLimiter<K, MonotonicClock> {
 impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     /// Admits and debits `cost` for `key` if its bucket holds it; a denial changes nothing.
     #[inline]
-    pub fn check<Q>(&self, key: &Q, cost: u32) -> Result<Decision, RequestError>
+    pub fn acquire<Q>(&self, key: &Q, cost: u32) -> Result<Decision, RequestError>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         let policy = self.policy_for(key);
         gcra::validate_cost(&policy, cost)?;
-        Ok(self.state.check(key, &policy, cost, self.clock.now()))
+        Ok(self.state.acquire(key, &policy, cost, self.clock.now()))
     }
 
-    /// What [`check`](Self::check) would answer now, consuming nothing.
+    /// What [`acquire`](Self::acquire) would answer now, consuming nothing.
     pub fn peek<Q>(&self, key: &Q, cost: u32) -> Result<Decision, RequestError>
     where
         K: Borrow<Q>,
@@ -150,7 +150,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
     /// Checks one request against several keys (say a client, its route and a global key), each
     /// under its own policy: admitted and debited by all, or by none. Returns whether it was
     /// admitted and each key's decision, in order.
-    pub fn check_all<Q>(
+    pub fn acquire_all<Q>(
         &self,
         requests: &[(&Q, u32)],
     ) -> Result<(bool, Vec<Decision>), RequestError>
@@ -172,7 +172,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                 cost: *cost,
             });
         }
-        Ok(self.state.check_all(&items, self.clock.now()))
+        Ok(self.state.acquire_all(&items, self.clock.now()))
     }
 
     /// Waits until `cost` is admitted for `key`, then returns its decision. Cancellation-safe:
@@ -184,7 +184,7 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
         loop {
-            let decision = self.check(key, cost)?;
+            let decision = self.acquire(key, cost)?;
             if decision.is_allowed() {
                 return Ok(decision);
             }

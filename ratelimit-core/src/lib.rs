@@ -6,19 +6,22 @@
 //!
 //! // One limit, shared across threads: 100 requests a second, bursts of 10.
 //! let bucket = TokenBucket::new(Policy::per_second(100)?.with_burst(10)?);
-//! let decision = bucket.check(1)?;
+//! let decision = bucket.acquire(1)?;
 //! assert!(decision.is_allowed());
 //! assert_eq!(decision.remaining(), 9);
 //!
 //! // One limit per client, in bounded memory.
 //! let per_ip: KeyedLimiter<String> = KeyedLimiter::new(Policy::per_minute(2)?);
-//! assert!(per_ip.check("203.0.113.7", 1)?.is_allowed());
-//! assert!(per_ip.check("203.0.113.7", 1)?.is_allowed());
-//! let denied = per_ip.check("203.0.113.7", 1)?;
+//! assert!(per_ip.acquire("203.0.113.7", 1)?.is_allowed());
+//! assert!(per_ip.acquire("203.0.113.7", 1)?.is_allowed());
+//! let denied = per_ip.acquire("203.0.113.7", 1)?;
 //! assert!(!denied.is_allowed());
 //! println!("retry in {:?}", denied.retry_after());
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! The [guide](_guide) walks through choosing a policy, the bound, stores, failure policies and
+//! clocks, with examples.
 //!
 //! # The pieces
 //! - [`Policy`]: a rate and a burst, validated into integer nanoseconds.
@@ -39,6 +42,7 @@
 //! ([`Limiter::with_leases`]) the bound is `burst + rate × w + max_outstanding`, when every
 //! replica is configured with at least the real replica count.
 
+pub mod _guide;
 mod bucket;
 mod clock;
 mod decision;

@@ -86,12 +86,15 @@ impl<C: Clock> MemoryStore<C> {
         self.state.evicted()
     }
 
-    /// The decision, synchronously: the store never waits on anything.
-    pub fn acquire_now(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+    /// The decision, synchronously: [`Store::acquire_sync`] (always `Some` for this store) and the
+    /// limiter's local fallback answer with it.
+    pub(crate) fn acquire_local(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
         validate(limits)?;
         let now = self.clock.now();
         if let [limit] = limits {
-            let decision = self.state.check(limit.key, &limit.policy, limit.cost, now);
+            let decision = self
+                .state
+                .acquire(limit.key, &limit.policy, limit.cost, now);
             return Ok(Verdict::single(decision));
         }
         let items: Vec<KeyedItem<'_, str>> = limits
@@ -102,12 +105,12 @@ impl<C: Clock> MemoryStore<C> {
                 cost: l.cost,
             })
             .collect();
-        let (allowed, decisions) = self.state.check_all(&items, now);
+        let (allowed, decisions) = self.state.acquire_all(&items, now);
         Ok(Verdict::new(allowed, decisions))
     }
 
     /// [`Store::peek`], synchronously.
-    pub fn peek_now(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
+    pub(crate) fn peek_local(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
         validate(limits)?;
         let now = self.clock.now();
         let decisions: Vec<_> = limits
@@ -122,11 +125,11 @@ impl<C: Clock> MemoryStore<C> {
 #[async_trait]
 impl<C: Clock> Store for MemoryStore<C> {
     async fn acquire(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
-        self.acquire_now(limits)
+        self.acquire_local(limits)
     }
 
     async fn peek(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
-        self.peek_now(limits)
+        self.peek_local(limits)
     }
 
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
@@ -136,7 +139,7 @@ impl<C: Clock> Store for MemoryStore<C> {
     }
 
     fn acquire_sync(&self, limits: &[Limit<'_>]) -> Option<Result<Verdict, StoreError>> {
-        Some(self.acquire_now(limits))
+        Some(self.acquire_local(limits))
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ratelimit_core::{
-    KeyedLimiter, KeyedLimiterBuilder, Limit, ManualClock, MemoryStore, Policy, TokenBucket,
+    KeyedLimiter, KeyedLimiterBuilder, Limit, ManualClock, MemoryStore, Policy, Store, TokenBucket,
 };
 
 /// A token bucket written the textbook way, in nanoseconds of credit: `credit` fills at one
@@ -88,7 +88,7 @@ proptest! {
             clock.advance(Duration::from_nanos(advance % (policy.emission_interval_ns() * 3 + 1)));
             let now = clock_now(&clock);
             let cost = cost.min(policy.burst());
-            let decision = bucket.check(cost).unwrap();
+            let decision = bucket.acquire(cost).unwrap();
             prop_assert_eq!(decision.is_allowed(), reference.check(u128::from(now), cost));
             if decision.is_allowed() {
                 admitted.push((now, cost));
@@ -104,15 +104,15 @@ proptest! {
     fn retry_after_is_exact(policy in policies(), used in 1u32..20, cost in 1u32..20) {
         let clock = ManualClock::new();
         let bucket = TokenBucket::with_clock(policy, clock.clone());
-        bucket.check(used.min(policy.burst())).unwrap();
+        bucket.acquire(used.min(policy.burst())).unwrap();
         let cost = cost.min(policy.burst());
-        let decision = bucket.check(cost).unwrap();
+        let decision = bucket.acquire(cost).unwrap();
         if !decision.is_allowed() {
             let wait = u64::try_from(decision.retry_after().as_nanos()).unwrap();
             clock.advance(Duration::from_nanos(wait - 1));
             prop_assert!(!bucket.peek(cost).unwrap().is_allowed(), "admitted before retry-after");
             clock.advance(Duration::from_nanos(1));
-            prop_assert!(bucket.check(cost).unwrap().is_allowed(), "denied at retry-after");
+            prop_assert!(bucket.acquire(cost).unwrap().is_allowed(), "denied at retry-after");
         }
     }
 
@@ -128,7 +128,7 @@ proptest! {
             clock.advance(Duration::from_nanos(advance % (policy.emission_interval_ns() * 3 + 1)));
             let now = clock_now(&clock);
             let cost = cost.min(policy.burst());
-            let decision = limiter.check(&(key as u32), cost).unwrap();
+            let decision = limiter.acquire(&(key as u32), cost).unwrap();
             prop_assert!(limiter.len() <= 3);
             let reference = references[key].check(u128::from(now), cost);
             if decision.is_allowed() {
@@ -162,7 +162,7 @@ proptest! {
             } else {
                 vec![Limit::new("a", a).with_cost(cost)]
             };
-            let verdict = store.acquire_now(&limits).unwrap();
+            let verdict = store.acquire_sync(&limits).unwrap().unwrap();
             // The reference: all-or-nothing over two independent textbook buckets.
             let expected = if both {
                 let (mut ta, mut tb) = (clone_ref(&ref_a), clone_ref(&ref_b));

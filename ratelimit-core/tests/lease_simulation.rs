@@ -58,14 +58,14 @@ impl Store for DistantStore {
     async fn acquire(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
         self.ops.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(self.half_trip).await;
-        let verdict = self.inner.acquire_now(limits);
+        let verdict = self.inner.acquire(limits).await;
         tokio::time::sleep(self.half_trip).await;
         verdict
     }
     async fn peek(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
         self.ops.fetch_add(1, Ordering::Relaxed);
         tokio::time::sleep(self.half_trip * 2).await;
-        self.inner.peek_now(limits)
+        self.inner.peek(limits).await
     }
     async fn reset(&self, key: &str) -> Result<(), StoreError> {
         self.inner.reset(key).await

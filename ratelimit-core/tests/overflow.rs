@@ -70,7 +70,7 @@ fn a_million_rotating_keys_neither_break_the_bound_nor_shut_out_legitimate_clien
                 let key = next_attacker;
                 next_attacker += 1;
                 for _ in 0..10 {
-                    if limiter.check(&key, 1).unwrap().is_allowed() {
+                    if limiter.acquire(&key, 1).unwrap().is_allowed() {
                         *attacker_admitted.entry(key).or_default() += 1;
                     }
                 }
@@ -82,7 +82,7 @@ fn a_million_rotating_keys_neither_break_the_bound_nor_shut_out_legitimate_clien
             if (step + r * 7) % 300 == 0 {
                 let key = RETURNER_BASE + r;
                 for _ in 0..10 {
-                    if limiter.check(&key, 1).unwrap().is_allowed() {
+                    if limiter.acquire(&key, 1).unwrap().is_allowed() {
                         tracked.entry(key).or_default().0.push(now_ns);
                     }
                 }
@@ -103,7 +103,7 @@ fn a_million_rotating_keys_neither_break_the_bound_nor_shut_out_legitimate_clien
                 }
                 let key = base + c;
                 legit_sent[class] += 1;
-                if limiter.check(&key, 1).unwrap().is_allowed() {
+                if limiter.acquire(&key, 1).unwrap().is_allowed() {
                     legit_admitted[class] += 1;
                     tracked.entry(key).or_default().0.push(now_ns);
                 }

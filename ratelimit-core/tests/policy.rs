@@ -62,9 +62,9 @@ fn names_cannot_be_misread() {
 #[test]
 fn bad_costs_are_typed_errors() {
     let bucket = TokenBucket::with_clock(Policy::per_second(5).unwrap(), ManualClock::new());
-    assert_eq!(bucket.check(0), Err(RequestError::ZeroCost));
+    assert_eq!(bucket.acquire(0), Err(RequestError::ZeroCost));
     assert_eq!(
-        bucket.check(6),
+        bucket.acquire(6),
         Err(RequestError::CostExceedsBurst { cost: 6, burst: 5 })
     );
     assert_eq!(
@@ -72,15 +72,15 @@ fn bad_costs_are_typed_errors() {
         Err(RequestError::CostExceedsBurst { cost: 6, burst: 5 })
     );
     // The refused requests took nothing.
-    assert!(bucket.check(5).unwrap().is_allowed());
+    assert!(bucket.acquire(5).unwrap().is_allowed());
 }
 
 #[test]
 fn denial_never_says_retry_now() {
     let clock = ManualClock::new();
     let bucket = TokenBucket::with_clock(Policy::per_second(1_000_000_000).unwrap(), clock);
-    bucket.check(bucket.policy().burst()).unwrap();
-    let denied = bucket.check(1).unwrap();
+    bucket.acquire(bucket.policy().burst()).unwrap();
+    let denied = bucket.acquire(1).unwrap();
     assert!(!denied.is_allowed());
     assert!(denied.retry_after() >= Duration::from_nanos(1));
 }
@@ -121,8 +121,8 @@ proptest! {
         let policy = Policy::per_second(10).unwrap().with_burst(burst).unwrap();
         let limiter: KeyedLimiter<String, ManualClock> =
             KeyedLimiterBuilder::new(policy).clock(ManualClock::new()).max_keys(4).build();
-        let _ = limiter.check(key.as_str(), cost);
+        let _ = limiter.acquire(key.as_str(), cost);
         let _ = limiter.peek(key.as_str(), cost);
-        let _ = limiter.check_all(&[(key.as_str(), cost), ("other", 1)]);
+        let _ = limiter.acquire_all(&[(key.as_str(), cost), ("other", 1)]);
     }
 }

@@ -10,7 +10,7 @@ use ratelimit_core::{KeyedLimiter, Policy, TokenBucket};
 #[tokio::test]
 async fn until_ready_waits_for_the_next_token() {
     let bucket = TokenBucket::new(Policy::per_second(20).unwrap().with_burst(1).unwrap());
-    bucket.check(1).unwrap();
+    bucket.acquire(1).unwrap();
     let started = Instant::now();
     let decision = bucket.until_ready(1).await.unwrap();
     assert!(decision.is_allowed());
@@ -23,12 +23,12 @@ async fn until_ready_waits_for_the_next_token() {
 #[tokio::test]
 async fn cancelling_a_wait_debits_nothing() {
     let bucket = TokenBucket::new(Policy::per_second(2).unwrap().with_burst(1).unwrap());
-    bucket.check(1).unwrap();
+    bucket.acquire(1).unwrap();
     let waited = tokio::time::timeout(Duration::from_millis(50), bucket.until_ready(1)).await;
     assert!(waited.is_err(), "the wait should still be sleeping");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // Had the cancelled wait taken the token, this would be denied.
-    assert!(bucket.check(1).unwrap().is_allowed());
+    assert!(bucket.acquire(1).unwrap().is_allowed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,21 +1,37 @@
 //! The [`Store`](ratelimit_core::Store) of ratelimit-core over DynamoDB conditional writes.
 //!
-//! ```no_run
+//! ```
 //! use ratelimit_core::{Limit, Limiter, Policy};
 //! use ratelimit_dynamodb::{DynamoStore, create_table};
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // The test services' dynalite (scripts/services.sh), with the HTTP client and the fixed
+//! # // credentials an emulator takes; an application's come from its environment.
+//! # let endpoint = std::env::var("DYNALITE_ENDPOINT").unwrap_or_else(|_| "http://127.0.0.1:8005".into());
+//! # let http = aws_smithy_http_client::Builder::new()
+//! #     .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+//! #         aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+//! #     ))
+//! #     .build_https();
 //! // Region, credentials and endpoint from where AWS tools look for them: AWS_REGION, profiles,
 //! // instance roles, and AWS_ENDPOINT_URL_DYNAMODB for a local emulator.
-//! let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+//! let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+//! #   .region("us-east-1")
+//! #   .endpoint_url(&endpoint)
+//! #   .credentials_provider(aws_sdk_dynamodb::config::Credentials::new("doc", "doc", None, None, "doc"))
+//! #   .http_client(http)
+//!     .load()
+//!     .await;
 //! let client = aws_sdk_dynamodb::Client::new(&config);
-//! create_table(&client, "ratelimit").await?; // once; or make it in your infrastructure code
-//! let store = DynamoStore::connect(client, "ratelimit").await?;
+//! create_table(&client, "ratelimit-doc").await?; // once; or make it in your infrastructure code
+//! let store = DynamoStore::connect(client, "ratelimit-doc").await?;
 //! let limiter = Limiter::new(store); // a deadline, and local buckets while DynamoDB is away
+//! # let client = format!("client:doc-{}", std::process::id());
 //! let verdict = limiter
-//!     .acquire(&[Limit::new("client:42", Policy::per_second(10)?)])
+//!     .acquire(&[Limit::new(&client, Policy::per_second(10)?)])
 //!     .await?;
-//! println!("admitted: {}", verdict.is_allowed());
+//! assert!(verdict.is_allowed());
 //! # Ok(())
 //! # }
 //! ```

@@ -1,17 +1,21 @@
 //! The [`Store`](ratelimit_core::Store) of ratelimit-core over Redis and Redis Cluster.
 //!
-//! ```no_run
+//! ```
 //! use ratelimit_core::{Limit, Limiter, Policy};
 //! use ratelimit_redis::RedisStore;
 //!
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # // The test services' Redis (scripts/services.sh), or REDIS_URL's.
+//! # let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+//! let store = RedisStore::connect(&url).await?;
 //! // Or: RedisStore::connect_cluster(&["redis://127.0.0.1:7000", "redis://127.0.0.1:7001"]).await?
 //! let limiter = Limiter::new(store); // a deadline, and local buckets while Redis is down
+//! # let client = format!("{{client:doc-{}}}:per-second", std::process::id());
 //! let verdict = limiter
-//!     .acquire(&[Limit::new("{client:42}:per-second", Policy::per_second(10)?)])
+//!     .acquire(&[Limit::new(&client, Policy::per_second(10)?)])
 //!     .await?;
-//! println!("admitted: {}", verdict.is_allowed());
+//! assert!(verdict.is_allowed());
 //! # Ok(())
 //! # }
 //! ```

@@ -18,7 +18,11 @@ use super::{Entry, KeyedItem, KeyedState, Shard};
 impl<K: Hash + Eq> KeyedState<K> {
     /// Decides several limits as one: all are debited, or none. Keys must be distinct and costs
     /// valid. Returns whether the request was admitted and each limit's decision, in order.
-    pub(crate) fn check_all<Q>(&self, items: &[KeyedItem<'_, Q>], now: u64) -> (bool, Vec<Decision>)
+    pub(crate) fn acquire_all<Q>(
+        &self,
+        items: &[KeyedItem<'_, Q>],
+        now: u64,
+    ) -> (bool, Vec<Decision>)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,

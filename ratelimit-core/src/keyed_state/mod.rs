@@ -156,7 +156,7 @@ impl<K: Hash + Eq> KeyedState<K> {
 
     /// Decides and debits `cost` for `key`; `cost` must have passed [`gcra::validate_cost`].
     #[inline]
-    pub(crate) fn check<Q>(&self, key: &Q, policy: &Policy, cost: u32, now: u64) -> Decision
+    pub(crate) fn acquire<Q>(&self, key: &Q, policy: &Policy, cost: u32, now: u64) -> Decision
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
@@ -169,11 +169,11 @@ impl<K: Hash + Eq> KeyedState<K> {
                 return gcra::decide_atomic(&entry.tat, now, policy, cost);
             }
         }
-        self.check_new_key(shard, hash, key, policy, cost, now)
+        self.acquire_new_key(shard, hash, key, policy, cost, now)
     }
 
     #[cold]
-    fn check_new_key<Q>(
+    fn acquire_new_key<Q>(
         &self,
         shard: &RwLock<Shard<K>>,
         hash: u64,
@@ -209,7 +209,7 @@ impl<K: Hash + Eq> KeyedState<K> {
         step.decision
     }
 
-    /// What [`check`](Self::check) would answer, consuming nothing.
+    /// What [`acquire`](Self::acquire) would answer, consuming nothing.
     pub(crate) fn peek<Q>(&self, key: &Q, policy: &Policy, cost: u32, now: u64) -> Decision
     where
         K: Borrow<Q>,

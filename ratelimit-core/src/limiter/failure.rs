@@ -50,7 +50,7 @@ impl Limiter {
         };
         let verdict = self
             .fallback
-            .peek_now(&shares)
+            .peek_local(&shares)
             .unwrap_or_else(|_| self.deny_for_cooldown(limits));
         Ok(verdict.degraded(failure))
     }
@@ -74,7 +74,7 @@ impl Limiter {
         // The memory store fails only on invalid requests, which `shares` is not; deny rather than
         // invent an answer if it ever does.
         self.fallback
-            .acquire_now(&shares)
+            .acquire_local(&shares)
             .unwrap_or_else(|_| self.deny_for_cooldown(limits))
     }
 

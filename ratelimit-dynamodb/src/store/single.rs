@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use ratelimit_core::{Decision, Limit, Policy, StoreError, gcra};
 
@@ -29,6 +30,19 @@ impl From<StoreError> for Refusal {
 }
 
 impl DynamoStore {
+    /// The conditional `UpdateItem` that carries `write` to one item: the one request shape of
+    /// every single-key write (a debit, a give-back).
+    fn update_item(&self, item_key: &str, write: Write) -> UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
+            .update_expression(write.update)
+            .condition_expression(write.condition)
+            .set_expression_attribute_names(Some(write.names))
+            .set_expression_attribute_values(Some(write.values))
+    }
+
     /// One key's decision: conditional writes until one is applied or the item read back denies.
     /// Every write carries `token`, the decision's own; an admitted decision returns the state it
     /// wrote, which a give-back needs.
@@ -126,14 +140,7 @@ impl DynamoStore {
         let leaves = write.leaves;
         self.count_request();
         let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
-            .update_expression(write.update)
-            .condition_expression(write.condition)
-            .set_expression_attribute_names(Some(write.names))
-            .set_expression_attribute_values(Some(write.values))
+            .update_item(item_key, write)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         if leaves.is_none() {
             // An advance's result depends on what was there: have DynamoDB say it.
@@ -182,17 +189,7 @@ impl DynamoStore {
         })?;
         self.count_request();
         let write = Write::give_back(token, ours, before);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key(KEY_ATTRIBUTE, AttributeValue::S(item_key.to_string()))
-            .update_expression(write.update)
-            .condition_expression(write.condition)
-            .set_expression_attribute_names(Some(write.names))
-            .set_expression_attribute_values(Some(write.values))
-            .send()
-            .await;
+        let result = self.update_item(item_key, write).send().await;
         match result {
             Ok(_) => Ok(()),
             // Another write came after ours, the item was reset, or this give-back was already
