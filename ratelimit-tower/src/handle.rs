@@ -89,15 +89,18 @@ impl RateLimitHandle {
             .ok_or_else(|| ControlError::UnknownRule(rule.to_string()))
     }
 
-    /// Every rule's counters in the Prometheus text exposition format.
-    pub fn render_prometheus(&self) -> String {
-        metrics::render(
+    /// Writes every rule's counters into the current `metrics` recorder, as absolute values of
+    /// [`DECISIONS_METRIC`](crate::DECISIONS_METRIC) labelled `rule` and `outcome`: call it before an
+    /// exporter renders (metrics-exporter-prometheus for a `/metrics` page), globally or inside
+    /// `metrics::with_local_recorder`. Without a recorder it does nothing.
+    pub fn record_metrics(&self) {
+        metrics::record(
             self.shared
                 .rules
                 .iter()
                 .map(Rule::name)
                 .zip(self.shared.counters.iter()),
-        )
+        );
     }
 
     fn rule(&self, name: &str) -> Result<&Rule, ControlError> {

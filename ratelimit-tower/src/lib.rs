@@ -78,7 +78,7 @@ pub use key::{
     RequestView, TrustedProxies,
 };
 pub use layer::{ConfigError, RateLimitLayer, RateLimitLayerBuilder};
-pub use metrics::RuleCounters;
+pub use metrics::{DECISIONS_METRIC, RuleCounters};
 pub use observer::{DecisionEvent, DecisionObserver, Outcome, ResponseEvent};
 pub use response::{HeaderOptions, Rejection, RejectionFn};
 pub use rule::{Matcher, MissingKey, Rule};

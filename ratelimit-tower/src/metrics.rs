@@ -1,6 +1,9 @@
-//! Counters per rule, readable at any time and rendered in the Prometheus text format.
+//! Counters per rule, readable at any time and exported through the `metrics` facade.
+//!
+//! The hot path bumps plain atomics; an exporter reads them when it is scraped
+//! ([`RateLimitHandle::record_metrics`](crate::RateLimitHandle::record_metrics)), so a request
+//! never pays for a recorder, and a layer built before the recorder was installed still exports.
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A rule's counters. Relaxed atomics: each is an independent tally, read for reporting only.
@@ -42,20 +45,20 @@ impl RuleCounters {
     }
 }
 
-/// Renders `(rule, counters)` pairs as Prometheus text exposition format.
-pub(crate) fn render<'a>(rules: impl Iterator<Item = (&'a str, &'a RuleCounters)>) -> String {
-    let mut out = String::from(
-        "# HELP ratelimit_decisions_total Rate-limit decisions by rule and outcome.\n\
-         # TYPE ratelimit_decisions_total counter\n",
+/// The counter every rule's decisions are exported as, labelled `rule` and `outcome`.
+pub const DECISIONS_METRIC: &str = "ratelimit_decisions_total";
+
+/// Writes `(rule, counters)` pairs into the current `metrics` recorder as absolute values.
+pub(crate) fn record<'a>(rules: impl Iterator<Item = (&'a str, &'a RuleCounters)>) {
+    ::metrics::describe_counter!(
+        DECISIONS_METRIC,
+        "Rate-limit decisions by rule and outcome."
     );
     for (rule, counters) in rules {
         for (outcome, count) in counters.snapshot() {
             // Rule names are checked to be label-safe when the layer is built.
-            let _ = writeln!(
-                out,
-                "ratelimit_decisions_total{{rule=\"{rule}\",outcome=\"{outcome}\"}} {count}"
-            );
+            ::metrics::counter!(DECISIONS_METRIC, "rule" => rule.to_string(), "outcome" => outcome)
+                .absolute(count);
         }
     }
-    out
 }

@@ -2,7 +2,8 @@
 //!
 //! The IETF fields follow draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy` lists each
 //! limit as `"name";q=<quota>;w=<window seconds>` and `RateLimit` its state as
-//! `"name";r=<remaining>;t=<seconds until reset>`, both Structured Field lists (RFC 9651).
+//! `"name";r=<remaining>;t=<seconds until reset>`, both Structured Field lists (RFC 9651), written
+//! by the `sfv` crate.
 //! For a GCRA limit the quota is its burst and the window the time an empty bucket takes to fill.
 
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use bytes::Bytes;
 use http::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use ratelimit_core::{Decision, Policy};
+use sfv::{Integer, KeyRef, ListSerializer, StringRef};
 
 /// Which rate-limit header fields responses carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,26 +79,30 @@ pub(crate) fn write_headers(
         return;
     };
     if options.ietf {
-        let policies: Vec<String> = limits
-            .iter()
-            .map(|l| {
-                let window = ceil_secs(Duration::from_nanos(l.policy.tolerance_ns())).max(1);
-                format!("\"{}\";q={};w={window}", l.rule, l.policy.burst())
-            })
-            .collect();
-        let states: Vec<String> = limits
-            .iter()
-            .map(|l| {
-                format!(
-                    "\"{}\";r={};t={}",
-                    l.rule,
-                    l.decision.remaining(),
-                    ceil_secs(l.decision.reset_after())
-                )
-            })
-            .collect();
-        insert(headers, &RATELIMIT_POLICY, policies.join(", "));
-        insert(headers, &RATELIMIT, states.join(", "));
+        // Both fields are RFC 9651 lists; sfv writes them, escaping and all. Rule names are
+        // checked to be header-safe when the layer is built, so none is skipped in practice.
+        let mut policies = ListSerializer::new();
+        let mut states = ListSerializer::new();
+        for limit in limits {
+            let Ok(rule) = StringRef::from_str(limit.rule) else {
+                continue;
+            };
+            let window = ceil_secs(Duration::from_nanos(limit.policy.tolerance_ns())).max(1);
+            _ = policies
+                .bare_item(rule)
+                .parameter(QUOTA, limit.policy.burst())
+                .parameter(WINDOW, sf_integer(window));
+            _ = states
+                .bare_item(rule)
+                .parameter(REMAINING, limit.decision.remaining())
+                .parameter(RESET, sf_integer(ceil_secs(limit.decision.reset_after())));
+        }
+        if let Some(policies) = policies.finish() {
+            insert(headers, &RATELIMIT_POLICY, policies);
+        }
+        if let Some(states) = states.finish() {
+            insert(headers, &RATELIMIT, states);
+        }
     }
     if options.x_ratelimit {
         insert(headers, &X_LIMIT, tightest.decision.limit().to_string());
@@ -111,6 +117,16 @@ pub(crate) fn write_headers(
             ceil_secs(tightest.decision.reset_after()).to_string(),
         );
     }
+}
+
+const QUOTA: &KeyRef = KeyRef::constant("q");
+const WINDOW: &KeyRef = KeyRef::constant("w");
+const REMAINING: &KeyRef = KeyRef::constant("r");
+const RESET: &KeyRef = KeyRef::constant("t");
+
+/// Seconds as a Structured Field integer, which holds fifteen digits: longer is saturated.
+fn sf_integer(seconds: u64) -> Integer {
+    Integer::try_from(seconds).unwrap_or(Integer::MAX)
 }
 
 fn insert(headers: &mut HeaderMap, name: &HeaderName, value: String) {
@@ -170,4 +186,92 @@ fn grpc_rejection(rejection: &Rejection) -> Response<Bytes> {
         headers.insert("grpc-message", message);
     }
     response
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use super::*;
+    use sfv::{BareItem, ListEntry, Parser};
+
+    fn state<'a>(rule: &'a str, burst: u32, remaining: u32, reset: Duration) -> LimitState<'a> {
+        let policy = Policy::per_minute(burst).unwrap_or_else(|e| panic!("{e}"));
+        LimitState {
+            rule,
+            policy,
+            decision: Decision::new(true, burst, remaining, Duration::ZERO, reset),
+        }
+    }
+
+    /// Each member's string and integer parameters, as a client's RFC 9651 parser reads them.
+    fn parsed(headers: &HeaderMap, name: &HeaderName) -> Vec<(String, Vec<(String, i64)>)> {
+        let value = headers[name].to_str().unwrap_or_default();
+        let list = Parser::new(value)
+            .parse::<sfv::List>()
+            .unwrap_or_else(|e| panic!("{value:?}: {e}"));
+        list.into_iter()
+            .filter_map(|entry| match entry {
+                ListEntry::Item(item) => Some(item),
+                ListEntry::InnerList(_) => None,
+            })
+            .map(|item| {
+                let name = match item.bare_item {
+                    BareItem::String(name) => name.as_str().to_string(),
+                    other => panic!("member is not a string: {other:?}"),
+                };
+                let params = item
+                    .params
+                    .into_iter()
+                    .map(|(key, value)| match value {
+                        BareItem::Integer(i) => (key.as_str().to_string(), i64::from(i)),
+                        other => panic!("parameter {key:?} is not an integer: {other:?}"),
+                    })
+                    .collect();
+                (name, params)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn both_fields_parse_as_lists_with_every_limit_in_order() {
+        let mut headers = HeaderMap::new();
+        let limits = [
+            state("per-ip", 60, 7, Duration::from_millis(2_500)),
+            state("global", 600, 599, Duration::from_millis(100)),
+        ];
+        write_headers(&mut headers, &HeaderOptions::default(), &limits);
+        let pair = |k: &str, v: i64| (k.to_string(), v);
+        assert_eq!(
+            parsed(&headers, &RATELIMIT_POLICY),
+            vec![
+                ("per-ip".into(), vec![pair("q", 60), pair("w", 60)]),
+                ("global".into(), vec![pair("q", 600), pair("w", 60)]),
+            ]
+        );
+        assert_eq!(
+            parsed(&headers, &RATELIMIT),
+            vec![
+                ("per-ip".into(), vec![pair("r", 7), pair("t", 3)]),
+                ("global".into(), vec![pair("r", 599), pair("t", 1)]),
+            ]
+        );
+    }
+
+    #[test]
+    fn quotes_and_backslashes_in_a_rule_name_are_escaped_and_read_back() {
+        let mut headers = HeaderMap::new();
+        let limits = [state(r#"say "hi" \ wave"#, 5, 1, Duration::from_secs(1))];
+        write_headers(&mut headers, &HeaderOptions::default(), &limits);
+        assert_eq!(
+            headers[&RATELIMIT].to_str().ok(),
+            Some(r#""say \"hi\" \\ wave";r=1;t=1"#)
+        );
+        assert_eq!(parsed(&headers, &RATELIMIT)[0].0, r#"say "hi" \ wave"#);
+    }
+
+    #[test]
+    fn a_reset_past_fifteen_digits_is_saturated_not_dropped() {
+        assert_eq!(sf_integer(u64::MAX), Integer::MAX);
+        assert_eq!(i64::from(sf_integer(42)), 42);
+    }
 }

@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use compact_str::CompactString;
+
 use http::header::HeaderName;
 use http::{Method, StatusCode};
 use ratelimit_core::{Policy, PolicyCell};
@@ -147,6 +149,9 @@ impl PathPattern {
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub(crate) name: Arc<str>,
+    // `name|`, the start of every store key of this rule: cloning it (inline up to 24 bytes) is
+    // cheaper on each request than writing the name and the separator again.
+    pub(crate) key_prefix: CompactString,
     pub(crate) matcher: Matcher,
     pub(crate) key: KeyExtractor,
     pub(crate) policy: Arc<PolicyCell>,
@@ -159,8 +164,12 @@ impl Rule {
     /// A rule that applies to every request, at cost 1. The name appears in response headers and
     /// metrics: letters, digits and `-_.:/` only (checked when the layer is built).
     pub fn new(name: &str, key: KeyExtractor, policy: Policy) -> Self {
+        let mut key_prefix = CompactString::with_capacity(name.len() + 16);
+        key_prefix.push_str(name);
+        key_prefix.push('|');
         Rule {
             name: Arc::from(name),
+            key_prefix,
             matcher: Matcher::any(),
             key,
             policy: Arc::new(PolicyCell::new(policy)),

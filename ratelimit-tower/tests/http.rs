@@ -345,10 +345,13 @@ async fn an_observer_tightens_a_policy_and_the_next_requests_see_it() {
         handle.policy("per-ip").unwrap(),
         Policy::per_hour(1).unwrap()
     );
+    // Exported through the metrics facade, rendered by metrics-exporter-prometheus.
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    metrics::with_local_recorder(&recorder, || handle.record_metrics());
+    let text = recorder.handle().render();
     assert!(
-        handle
-            .render_prometheus()
-            .contains("ratelimit_decisions_total{rule=\"per-ip\",outcome=\"limited\"} 2")
+        text.contains("ratelimit_decisions_total{rule=\"per-ip\",outcome=\"limited\"} 2"),
+        "{text}"
     );
 }
 

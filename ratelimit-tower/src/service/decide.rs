@@ -7,7 +7,6 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
-use compact_str::CompactString;
 use ratelimit_core::{Decision, Limit, Verdict};
 use smallvec::SmallVec;
 
@@ -41,9 +40,7 @@ pub(super) fn plan(
         // The store key is the rule's name, `|`, and the extracted key. Rule names cannot hold `|`
         // or `!` (the builder checks), so the first of them ends the name and no extracted key,
         // whatever a client puts in it, can reach another rule's buckets.
-        let mut key = CompactString::with_capacity(rule.name.len() + 16);
-        key.push_str(&rule.name);
-        key.push('|');
+        let mut key = rule.key_prefix.clone();
         let prefix = key.len();
         match rule.key.extract_into(request, &mut key) {
             Ok(()) => {

@@ -14,6 +14,7 @@ use compact_str::CompactString;
 use http::{Method, Request, Response, StatusCode};
 use ratelimit_core::Verdict;
 use smallvec::SmallVec;
+use tracing::Instrument;
 
 use crate::body::RejectionBody;
 use crate::key::RequestView;
@@ -114,12 +115,21 @@ where
             notify_response(shared, facts.as_ref(), &response, true);
             return ResponseFuture::ready(response);
         }
+        // The request's span around its store call and decisions (one child span per rule, see
+        // report.rs), for a subscriber that wants it; otherwise a no-op span.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!("ratelimit.request", rules = checks.len())
+        } else {
+            tracing::Span::none()
+        };
+        let entered = span.enter();
         // An in-process store decides right here: the request then costs no future of ours, only
         // the inner service's. A remote store is awaited in a boxed future.
         let (Some(verdict), Some(shadow_verdict)) = (
             decide_now(shared, &checks, false),
             decide_now(shared, &checks, true),
         ) else {
+            drop(entered);
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::boxed(decide_then_call(
@@ -129,16 +139,19 @@ where
                 checks,
                 grpc,
                 facts,
+                span.clone(),
             ));
         };
-        match conclude(
+        let concluded = conclude(
             shared,
             &checks,
             verdict,
             shadow_verdict,
             grpc,
             facts.as_ref(),
-        ) {
+        );
+        drop(entered);
+        match concluded {
             Err(rejection) => {
                 notify_response(shared, facts.as_ref(), &rejection, true);
                 ResponseFuture::ready(rejection)
@@ -167,21 +180,31 @@ async fn decide_then_call<S, ReqBody, ResBody>(
     checks: Checks,
     grpc: bool,
     facts: Option<Facts>,
+    span: tracing::Span,
 ) -> Result<Response<ResBody>, S::Error>
 where
     S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: RejectionBody,
 {
-    let verdict = decide(&shared, &checks, false).await;
-    let shadow_verdict = decide(&shared, &checks, true).await;
-    match conclude(
-        &shared,
-        &checks,
-        verdict,
-        shadow_verdict,
-        grpc,
-        facts.as_ref(),
-    ) {
+    let concluded = async {
+        let verdict = decide(&shared, &checks, false).await;
+        let shadow_verdict = decide(&shared, &checks, true).await;
+        // Entered only between polls of the store's future (Instrument), and again here, so
+        // the span never stays entered across an await.
+        span.in_scope(|| {
+            conclude(
+                &shared,
+                &checks,
+                verdict,
+                shadow_verdict,
+                grpc,
+                facts.as_ref(),
+            )
+        })
+    }
+    .instrument(span.clone())
+    .await;
+    match concluded {
         Err(rejection) => {
             notify_response(&shared, facts.as_ref(), &rejection, true);
             Ok(rejection)

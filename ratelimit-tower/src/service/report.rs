@@ -36,6 +36,21 @@ pub(super) fn report(
             (false, true) => Outcome::ShadowLimited,
             (false, false) => Outcome::Limited,
         };
+        // One span per rule's decision, inside the request's `ratelimit.request` span, only for a
+        // tracing subscriber that wants it: tracing's `log` fallback would otherwise evaluate the
+        // fields (the key's hash) on every request of a process without one. The key is hashed:
+        // traces leave the process, client addresses should not.
+        let _decision = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            tracing::debug_span!(
+                "ratelimit.decision",
+                rule = %rule.name,
+                key_hash = key_hash(&check.key),
+                outcome = ?outcome,
+                remaining = decision.remaining(),
+                shadow,
+            )
+            .entered()
+        });
         match outcome {
             Outcome::Admitted => {
                 RuleCounters::bump(&counters.admitted);
@@ -77,6 +92,17 @@ pub(super) fn report(
             observer.on_decision(&event);
         }
     }
+}
+
+/// A stable hash of a store key, for telling keys apart in traces without writing them there:
+/// the same key hashes alike in every replica and run. Not a secret (an address can be guessed
+/// back by trying them all); a handle for grouping.
+fn key_hash(key: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    // SipHash with fixed keys: the same in every process built by the same compiler.
+    let mut hasher = std::hash::DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Reports a decision made without the store (a blocked key, a request without a key).
