@@ -5,7 +5,9 @@
 #   moto          127.0.0.1:5005 (DynamoDB emulator, PyPI moto[server], in a virtual environment,
 #                 one request at a time: scripts/moto_serial.py)
 #   dynalite      127.0.0.1:8005 (DynamoDB emulator, npm dynalite)
-# Usage: scripts/services.sh up | down
+# and makes sure a headless Chromium is there for the status page's browser test
+# (examples/tests/status_page.rs): Debian's chromium, installed when missing.
+# Usage: scripts/services.sh up | down | chromium
 # Installs Debian's redis-server and redis-tools, moto and dynalite when they are missing. Fails
 # loudly when a service cannot be started.
 set -euo pipefail
@@ -155,6 +157,33 @@ dynalite_up() {
     || die "dynalite did not start on $DYNALITE_PORT; see $STATE_DIR/dynalite.log"
 }
 
+# The status page's browser test needs a Chromium: Debian's package, installed when none is on the
+# PATH. Not fatal where it cannot be installed (no apt-get, not root, no package): the test then
+# says it is skipped and why.
+chromium_up() {
+  local name
+  for name in chromium chromium-browser google-chrome google-chrome-stable; do
+    if command -v "$name" >/dev/null; then
+      say "chromium: $(command -v "$name")"
+      return 0
+    fi
+  done
+  if ! command -v apt-get >/dev/null; then
+    say "WARNING: no Chromium and no apt-get to install it; the status page's browser test will be skipped"
+    return 1
+  fi
+  if [ "$(id -u)" -ne 0 ] && ! sudo -n true 2>/dev/null; then
+    say "WARNING: no Chromium, and installing it needs root; the status page's browser test will be skipped"
+    return 1
+  fi
+  mkdir -p "$STATE_DIR"
+  if ! (apt_install chromium) >"$STATE_DIR/chromium-install.log" 2>&1; then
+    say "WARNING: apt-get install chromium failed (see $STATE_DIR/chromium-install.log); the status page's browser test will be skipped"
+    return 1
+  fi
+  say "chromium: installed $(command -v chromium)"
+}
+
 emulators_down() {
   pkill -f "moto_serial.py 127.0.0.1 $MOTO_PORT" 2>/dev/null || true
   pkill -f "dynalite/cli.js --host 127.0.0.1 --port $DYNALITE_PORT" 2>/dev/null || true
@@ -168,12 +197,16 @@ case "${1:-up}" in
     cluster_up
     moto_up
     dynalite_up
+    chromium_up || true
+    ;;
+  chromium)
+    chromium_up
     ;;
   down)
     cluster_down
     emulators_down
     ;;
   *)
-    die "usage: $0 up|down"
+    die "usage: $0 up|down|chromium"
     ;;
 esac

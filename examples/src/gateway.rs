@@ -2,7 +2,6 @@
 //! controller watching its decisions, a live `/status` page, and every admitted request forwarded
 //! to the egress gateway.
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,19 +10,19 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{Request, Response};
-use axum::response::Html;
 use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusBuilder;
 use ratelimit_anomaly::tower::{AnomalyTask, TowerActuator, TowerObserver, newcomer_rules, spawn};
 use ratelimit_anomaly::{Controller, ControllerConfig, Dimension, Monitor};
-use ratelimit_core::{Limiter, MemoryStore, Policy, PolicyError};
+use ratelimit_core::{FailurePolicy, Limiter, MemoryStore, Policy, PolicyError};
 use ratelimit_tower::{
     ConfigError, ControlError, ForwardedHeader, IpPrefixes, KeyExtractor, RateLimitHandle,
-    RateLimitLayer, RequestView, Rule, TrustedProxies,
+    RateLimitLayer, Rule, TrustedProxies,
 };
 
-use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-
 use crate::proxy::{HttpClient, client, forward};
+use crate::rls_store::RlsStore;
+use crate::status::{LayerCounters, LimitedKeys, LimitedKeysObserver, StatusBoard, routes};
 
 /// The gateway's limits and its anomaly controller.
 #[derive(Debug, Clone)]
@@ -86,74 +85,35 @@ pub enum GatewayError {
     Remote(String),
 }
 
-#[derive(Clone)]
-struct Remote {
-    client: RateLimitServiceClient<tonic::transport::Channel>,
-    domain: String,
-    // The same extractor the embedded limits use, so that both modes key a client alike.
-    trusted: TrustedProxies,
-}
-
-/// Asks the rate limit service about the request; 429 with `Retry-After` when it is over limit.
-async fn ask_remote(
-    State(remote): State<Remote>,
-    request: Request<Body>,
-    next: axum::middleware::Next,
-) -> Response<Body> {
-    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
-    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
-    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
-    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
-
-    let entry = |key: &str, value: String| RateLimitDescriptor {
-        entries: vec![Entry {
-            key: key.to_string(),
-            value,
-        }],
-        ..RateLimitDescriptor::default()
-    };
-    // Without a peer address (never under axum::serve with connect info) every request shares one
-    // descriptor value rather than escaping the limit.
-    let client_key = remote
-        .trusted
-        .client_key(&RequestView::of(&request))
-        .unwrap_or_else(|_| "unknown".to_string());
-    let question = RateLimitRequest {
-        domain: remote.domain.clone(),
-        descriptors: vec![
-            entry("remote_address", client_key),
-            entry("path", request.uri().path().to_string()),
-        ],
-        hits_addend: 0,
-    };
-    let mut client = remote.client.clone();
-    match client.should_rate_limit(question).await {
-        Ok(answer) if answer.get_ref().overall_code == Code::OverLimit as i32 => {
-            let wait = answer
-                .get_ref()
-                .statuses
-                .iter()
-                .filter(|s| s.code == Code::OverLimit as i32)
-                .filter_map(|s| s.duration_until_reset)
-                .map(|d| d.seconds + i64::from(d.nanos > 0))
-                .max()
-                .unwrap_or(1)
-                .max(1);
-            let mut response = Response::new(Body::from("rate limited"));
-            *response.status_mut() = axum::http::StatusCode::TOO_MANY_REQUESTS;
-            if let Ok(value) = axum::http::HeaderValue::from_str(&wait.to_string()) {
-                response
-                    .headers_mut()
-                    .insert(axum::http::header::RETRY_AFTER, value);
-            }
-            response
-        }
-        Ok(_) => next.run(request).await,
-        Err(status) => {
-            tracing::warn!(%status, "rate limit service unavailable; letting the request through");
-            next.run(request).await
-        }
-    }
+/// The layer that asks a rate limit service: each request is described by `remote_address` (the
+/// client, keyed as the embedded limits key it) and `path`, and the service's configuration
+/// decides. An unreachable service lets requests through, as Envoy's `failure_mode_deny: false`
+/// does.
+fn remote_layer(
+    url: &str,
+    domain: &str,
+    trusted: &TrustedProxies,
+    per_client: u32,
+) -> Result<RateLimitLayer, GatewayError> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_string())
+        .map_err(|e| GatewayError::Remote(e.to_string()))?
+        .timeout(Duration::from_secs(1))
+        .connect_lazy();
+    let limiter = Limiter::new(RlsStore::new(channel, domain))
+        .with_failure_policy(FailurePolicy::Open)
+        // Generous: a loopback call on a busy machine can take tens of milliseconds, and a call
+        // past the deadline is answered by the failure policy (admitted).
+        .with_deadline(Duration::from_secs(1));
+    // The service's configuration gives the limits; these policies only label the responses.
+    let label = Policy::per_second(per_client)?;
+    Ok(RateLimitLayer::builder(Arc::new(limiter))
+        .rule(Rule::new(
+            "remote_address",
+            KeyExtractor::ClientIp(trusted.clone()),
+            label,
+        ))
+        .rule(Rule::new("path", KeyExtractor::Route, label))
+        .build()?)
 }
 
 /// A running gateway.
@@ -164,6 +124,8 @@ pub struct Gateway {
     pub handle: RateLimitHandle,
     /// The anomaly controller's task.
     pub anomaly: Arc<AnomalyTask>,
+    /// What `/status` and `/status.json` show.
+    pub status: Arc<StatusBoard>,
 }
 
 #[derive(Clone)]
@@ -202,12 +164,19 @@ pub async fn start(
         "newcomers",
         "persistent-newcomers",
     )?;
+    // The status page's most limited keys, recorded by the layer's observer.
+    let limited_keys = Arc::new(LimitedKeys::default());
     let layer = RateLimitLayer::builder(limiter.clone())
-        .rule(Rule::new(
-            "per-client",
-            KeyExtractor::ClientIp(trusted.clone()),
-            Policy::per_second(config.per_client)?,
-        ))
+        .rule(
+            Rule::new(
+                "per-client",
+                KeyExtractor::ClientIp(trusted.clone()),
+                Policy::per_second(config.per_client)?,
+            )
+            // Asking a rate limit service, the service limits each client; this rule then only
+            // shows the observers (the anomaly controller) who each client is.
+            .shadow(config.remote.is_some()),
+        )
         .rule(newcomers)
         .rule(persistent)
         .rule(Rule::new(
@@ -220,6 +189,7 @@ pub async fn start(
             "per-client",
             Dimension::Client,
         )))
+        .observer(Arc::new(LimitedKeysObserver::new(limited_keys.clone())))
         .build()?;
     let handle = layer.handle();
     let tick = config.anomaly.tick;
@@ -241,40 +211,46 @@ pub async fn start(
     let proxied = Router::new().fallback(proxy).with_state(upstream);
     let limited = match (&config.remote, config.limited) {
         (_, false) => proxied,
-        (Some((url, domain)), true) => {
-            let remote = Remote {
-                client: RateLimitServiceClient::new(
-                    tonic::transport::Endpoint::from_shared(url.clone())
-                        .map_err(|e| GatewayError::Remote(e.to_string()))?
-                        .timeout(Duration::from_millis(200))
-                        .connect_lazy(),
-                ),
-                domain: domain.clone(),
-                trusted,
-            };
-            proxied.layer(axum::middleware::from_fn_with_state(remote, ask_remote))
-        }
         (None, true) => proxied.layer(layer),
+        // The service's limits in a layer of their own inside this one: the gateway's layer,
+        // its observers and the anomaly controller see every request, the service's refusals
+        // included, as when it decides itself.
+        (Some((url, domain)), true) => proxied
+            .layer(remote_layer(url, domain, &trusted, config.per_client)?)
+            .layer(layer),
     };
-    let (status_handle, status_anomaly) = (handle.clone(), anomaly.clone());
+    // Every request the layer decides goes under `global`: its counters are the layer's
+    // decisions (see `LayerCounters`), whether the per-client limits are this process's or a
+    // rate limit service's (whose refusals pass back through this layer). Not limiting leaves
+    // them at zero, and the page says so.
+    let store_kind = match (&config.remote, config.limited) {
+        (_, false) => "none: limiting is off",
+        (Some(_), true) => {
+            "memory for the global and newcomers' limits; the rate limit service for each client's"
+        }
+        (None, true) => "memory (in this process)",
+    };
+    let board = StatusBoard::new(
+        "ratelimit gateway",
+        LayerCounters::new(handle.clone(), "global"),
+        limiter,
+        store_kind,
+    )
+    .with_limited_keys(limited_keys)
+    .with_anomaly(anomaly.clone(), tick)
+    .start();
     let metrics_handle = handle.clone();
-    let app = Router::new()
-        .route(
-            "/status",
-            get(move || {
-                let page = status_page(
-                    &status_handle,
-                    &status_anomaly,
-                    limiter.store_healthy(),
-                    tick,
-                );
-                async move { Html(page) }
-            }),
-        )
+    let recorder = Arc::new(PrometheusBuilder::new().build_recorder());
+    let app = routes(board.clone())
         .route(
             "/metrics",
             get(move || {
-                let text = metrics_handle.render_prometheus();
+                // The layer's counters through the metrics facade into this gateway's own
+                // Prometheus recorder (not the process-wide one: several gateways can share a
+                // process, as in the tests), rendered by metrics-exporter-prometheus as the
+                // service's metrics are.
+                metrics::with_local_recorder(&recorder, || metrics_handle.record_metrics());
+                let text = recorder.handle().render();
                 async move { text }
             }),
         )
@@ -291,113 +267,6 @@ pub async fn start(
         address,
         handle,
         anomaly,
+        status: board,
     })
-}
-
-/// The live status page: refreshed every two seconds.
-fn status_page(
-    handle: &RateLimitHandle,
-    anomaly: &AnomalyTask,
-    store_healthy: bool,
-    tick: Duration,
-) -> String {
-    let status = anomaly.status();
-    let mut page = String::from(
-        "<!doctype html><html><head><meta charset=utf-8><meta http-equiv=refresh content=2>\
-         <title>ratelimit gateway</title><style>body{font-family:sans-serif;margin:2em}\
-         table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}</style>\
-         </head><body><h1>ratelimit gateway</h1>",
-    );
-    let _ = write!(
-        page,
-        "<p>Decisions in the last second: <b>{}</b> ({} limited). Store: <b>{}</b>. \
-         Anomaly state: <b>{:?}</b>, global limit at <b>{:.0}%</b>, score {:.2}.</p>",
-        status.requests,
-        status.limited,
-        if store_healthy {
-            "healthy"
-        } else {
-            "unavailable"
-        },
-        status.state,
-        status.factor * 100.0,
-        status.score
-    );
-    page.push_str("<h2>Rules</h2><table><tr><th>rule</th><th>admitted</th><th>limited</th><th>blocked</th></tr>");
-    for rule in handle.rules() {
-        if let Ok(counters) = handle.counters(rule) {
-            let snapshot = counters.snapshot();
-            let get = |name: &str| {
-                snapshot
-                    .iter()
-                    .find(|(n, _)| *n == name)
-                    .map_or(0, |(_, v)| *v)
-            };
-            let _ = write!(
-                page,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(rule),
-                get("admitted"),
-                get("limited"),
-                get("blocked")
-            );
-        }
-    }
-    page.push_str("</table><h2>Busiest clients (last second)</h2><table><tr><th>client</th><th>requests</th></tr>");
-    for (client, count) in &status.top_clients {
-        let _ = write!(page, "<tr><td>{}</td><td>{count}</td></tr>", escape(client));
-    }
-    match status.newcomer_budget {
-        Some((fresh, persistent)) => {
-            let _ = write!(
-                page,
-                "<p>Newcomers' budget: <b>{fresh}</b> requests a tick (persistent newcomers \
-                 <b>{persistent}</b>); established clients keep their limits.</p>"
-            );
-        }
-        None => page.push_str("<p>Newcomers' budget: none.</p>"),
-    }
-    // Every action explained: which cohort, which signal and its evidence, what was done, until
-    // when (the same explanation the decision stream and the log carry).
-    page.push_str(
-        "</table><h2>Anomaly actions</h2><table><tr><th>decided</th><th>cohort</th>\
-         <th>signal</th><th>action</th><th>applied</th><th>until</th><th>explanation</th></tr>",
-    );
-    for explained in status.recent.iter().rev() {
-        let action = &explained.decided.action;
-        let reason = action.reason();
-        let decided = humantime(explained.at);
-        let until = match explained.until() {
-            Some(at) => humantime(at),
-            None => reason.until.describe(tick),
-        };
-        let _ = write!(
-            page,
-            "<tr><td>{decided}</td><td>{}</td><td>{:?}: observed {:.0} against {:.1} (score {:.2})\
-             </td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            escape(&reason.cohort.to_string()),
-            reason.signal,
-            reason.observed,
-            reason.baseline,
-            reason.score,
-            escape(&action.what()),
-            explained.decided.apply,
-            escape(&until),
-            escape(&explained.text)
-        );
-    }
-    page.push_str("</table></body></html>");
-    page
-}
-
-/// A wall-clock time as seconds since the Unix epoch, UTC (no calendar crate for a status page).
-fn humantime(at: std::time::SystemTime) -> String {
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map_or_else(|_| "-".to_string(), |d| format!("{}s UTC", d.as_secs()))
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }

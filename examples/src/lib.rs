@@ -19,5 +19,8 @@ pub mod egress;
 pub mod envoy;
 pub mod gateway;
 pub mod loadgen;
+pub mod logging;
 pub mod mesh;
 pub mod proxy;
+pub mod rls_store;
+pub mod status;

@@ -1,5 +1,8 @@
 //! A load generator: streams of requests at fixed rates from named clients, with a progress line
 //! and a summary table (sent, admitted, limited, other errors, latency percentiles).
+//!
+//! Its memory does not grow with the run: latencies go into a fixed-size histogram per load, and
+//! finished requests are reaped as new ones start.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -8,7 +11,10 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use hdrhistogram::{CreationError, Histogram};
+use indicatif::{ProgressBar, ProgressStyle};
 use parking_lot::Mutex;
+use tokio::task::JoinSet;
 
 use crate::proxy::client;
 
@@ -31,8 +37,12 @@ pub struct Load {
     pub path: String,
 }
 
+/// The slowest latency told apart, in nanoseconds: every answer comes within the 5 s timeout, so
+/// 10 s leaves room; anything slower is recorded as 10 s.
+const SLOWEST_NANOS: u64 = 10_000_000_000;
+
 /// What one load saw.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Row {
     /// The load's name.
     pub name: String,
@@ -44,35 +54,41 @@ pub struct Row {
     pub limited: u64,
     /// Anything else (including no answer).
     pub errors: u64,
-    /// Latencies of every answer, sorted when the run ends.
-    pub latencies: Vec<Duration>,
+    /// Latencies of every answer in nanoseconds, to three significant digits (1 ns to 10 s).
+    pub latencies: Histogram<u64>,
 }
 
 impl Row {
+    /// An empty row for the load `name`.
+    pub fn new(name: &str) -> Result<Self, CreationError> {
+        Ok(Row {
+            name: name.to_string(),
+            sent: 0,
+            admitted: 0,
+            limited: 0,
+            errors: 0,
+            latencies: Histogram::new_with_bounds(1, SLOWEST_NANOS, 3)?,
+        })
+    }
+
     /// The `q` quantile of the latencies (zero with none).
     pub fn latency(&self, q: f64) -> Duration {
-        if self.latencies.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank =
-            ((self.latencies.len() as f64 * q).ceil() as usize).clamp(1, self.latencies.len());
-        self.latencies[rank - 1]
+        Duration::from_nanos(self.latencies.value_at_quantile(q))
     }
 }
 
-/// Runs `loads` against `target`; prints a progress line each second when `progress` is set.
-pub async fn run(target: SocketAddr, loads: Vec<Load>, progress: bool) -> Vec<Row> {
+/// Runs `loads` against `target`; shows a progress line on a terminal when `progress` is set.
+pub async fn run(
+    target: SocketAddr,
+    loads: Vec<Load>,
+    progress: bool,
+) -> Result<Vec<Row>, CreationError> {
     let client = client();
     let rows: Arc<Vec<Mutex<Row>>> = Arc::new(
         loads
             .iter()
-            .map(|l| {
-                Mutex::new(Row {
-                    name: l.name.clone(),
-                    ..Row::default()
-                })
-            })
-            .collect(),
+            .map(|l| Row::new(&l.name).map(Mutex::new))
+            .collect::<Result<_, _>>()?,
     );
     let started = Instant::now();
     let end = loads
@@ -90,9 +106,11 @@ pub async fn run(target: SocketAddr, loads: Vec<Load>, progress: bool) -> Vec<Ro
             interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let until = Instant::now() + load.duration;
             let mut n = 0usize;
-            let mut inflight = Vec::new();
+            let mut inflight = JoinSet::new();
             while Instant::now() < until {
                 interval.tick().await;
+                // Reap what has finished, so a long run holds only the requests in flight.
+                while inflight.try_join_next().is_some() {}
                 let from = load.clients[n % load.clients.len().max(1)].clone();
                 n += 1;
                 let (client, rows, method, path) = (
@@ -101,7 +119,7 @@ pub async fn run(target: SocketAddr, loads: Vec<Load>, progress: bool) -> Vec<Ro
                     load.method.clone(),
                     load.path.clone(),
                 );
-                inflight.push(tokio::spawn(async move {
+                inflight.spawn(async move {
                     let request = Request::builder()
                         .method(method)
                         .uri(format!("http://{target}{path}"))
@@ -117,7 +135,8 @@ pub async fn run(target: SocketAddr, loads: Vec<Load>, progress: bool) -> Vec<Ro
                     row.sent += 1;
                     match answer {
                         Ok(Ok(response)) => {
-                            row.latencies.push(latency);
+                            let nanos = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+                            row.latencies.saturating_record(nanos.max(1));
                             match response.status() {
                                 s if s.is_success() => row.admitted += 1,
                                 StatusCode::TOO_MANY_REQUESTS => row.limited += 1,
@@ -126,47 +145,59 @@ pub async fn run(target: SocketAddr, loads: Vec<Load>, progress: bool) -> Vec<Ro
                         }
                         _ => row.errors += 1,
                     }
-                }));
+                });
             }
-            for request in inflight {
-                let _ = request.await;
-            }
+            // A request's task only counts its answer; one that panicked has nothing to count.
+            while inflight.join_next().await.is_some() {}
         }));
     }
     let reporter = progress.then(|| {
         let rows = rows.clone();
-        tokio::spawn(async move {
+        // On stderr, drawn only on a terminal (indicatif hides it otherwise), so the table on
+        // stdout stays clean when piped.
+        let bar = ProgressBar::new(end.as_secs());
+        // The template is fixed and valid; the default style would only lose the counts' layout.
+        bar.set_style(
+            ProgressStyle::with_template("  {pos:>3}s / {len}s   {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        let shown = bar.clone();
+        let task = tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-                let (mut sent, mut admitted, mut limited) = (0, 0, 0);
-                for row in rows.iter() {
-                    let row = row.lock();
-                    sent += row.sent;
-                    admitted += row.admitted;
-                    limited += row.limited;
-                }
-                eprint!(
-                    "\r  {:>3.0}s / {:.0}s   sent {sent:>7}   admitted {admitted:>7}   limited {limited:>7}   ",
-                    started.elapsed().as_secs_f64(),
-                    end.as_secs_f64()
-                );
+                show(&shown, &rows, started);
             }
-        })
+        });
+        (bar, task)
     });
     for stream in streams {
         let _ = stream.await;
     }
-    if let Some(reporter) = reporter {
-        reporter.abort();
-        eprintln!();
+    if let Some((bar, task)) = reporter {
+        task.abort();
+        show(&bar, &rows, started);
+        bar.finish();
+        // The finished line stays; what is printed next starts below it.
+        if !bar.is_hidden() {
+            eprintln!();
+        }
     }
-    rows.iter()
-        .map(|row| {
-            let mut row = row.lock().clone();
-            row.latencies.sort_unstable();
-            row
-        })
-        .collect()
+    Ok(rows.iter().map(|row| row.lock().clone()).collect())
+}
+
+/// Updates the progress line: seconds run, and requests sent, admitted and limited in all.
+fn show(bar: &ProgressBar, rows: &[Mutex<Row>], started: Instant) {
+    let (mut sent, mut admitted, mut limited) = (0, 0, 0);
+    for row in rows {
+        let row = row.lock();
+        sent += row.sent;
+        admitted += row.admitted;
+        limited += row.limited;
+    }
+    bar.set_position(started.elapsed().as_secs());
+    bar.set_message(format!(
+        "sent {sent:>7}   admitted {admitted:>7}   limited {limited:>7}"
+    ));
 }
 
 /// The summary table.

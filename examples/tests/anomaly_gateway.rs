@@ -56,9 +56,10 @@ async fn send(http: &HttpClient, gateway: SocketAddr, client: &str) -> StatusCod
     http.request(request).await.unwrap().status()
 }
 
+/// What `/status` shows, as the page reads it: `/status.json` (the page itself is static).
 async fn status_page(http: &HttpClient, gateway: SocketAddr) -> String {
     let request = Request::builder()
-        .uri(format!("http://{gateway}/status"))
+        .uri(format!("http://{gateway}/status.json"))
         .body(Body::empty())
         .unwrap();
     let response = http.request(request).await.unwrap();

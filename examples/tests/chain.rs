@@ -123,11 +123,15 @@ async fn ingress_egress_and_mesh_admit_and_limit_as_configured() {
         "placed {placed}, busy {busy}"
     );
 
-    // The status page shows the rules and counts.
+    // The status page is one static page that draws /status.json; the rules and their counts
+    // are in the JSON it reads.
     let (status, page) = call(&http, at, Method::GET, "/status", "10.0.0.1", false).await;
     assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("status.json"), "{page}");
+    let (status, json) = call(&http, at, Method::GET, "/status.json", "10.0.0.1", false).await;
+    assert_eq!(status, StatusCode::OK);
     assert!(
-        page.contains("per-client") && page.contains("global"),
-        "{page}"
+        json.contains("per-client") && json.contains("global"),
+        "{json}"
     );
 }

@@ -156,6 +156,29 @@ async fn starts_from_envoyproxy_ratelimit_environment_variables_alone() {
     let empty = post(http, "/json", r#"{"domain":"edge"}"#).await.unwrap();
     assert_eq!(empty.0, 400, "a request without descriptors is an error");
 
+    // The status page (the gateway's too): one static page, and the JSON it draws, with the
+    // answers so far, the descriptor just denied, the store's kind and health, the domains.
+    let (code, page) = get(http, "/status").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(page.contains("status.json"), "{page}");
+    let (code, json) = get(http, "/status.json").await.unwrap();
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(status["title"], "ratelimit-service", "{json}");
+    assert_eq!(status["totals"]["denials"], 2, "{json}");
+    assert_eq!(status["store"]["kind"], "Redis", "{json}");
+    assert_eq!(status["store"]["healthy"], true, "{json}");
+    assert_eq!(status["limited_keys"][0]["rule"], "edge", "{json}");
+    assert_eq!(
+        status["limited_keys"][0]["key"], "remote_address=10.0.0.1",
+        "{json}"
+    );
+    assert!(json.contains(r#""value":"edge""#), "the domains: {json}");
+    assert!(
+        status["anomaly"]["state"].is_string(),
+        "shadow by default: {json}"
+    );
+
     // The debug port's /rlconfig: every limit, in envoyproxy/ratelimit's form.
     let (code, dump) = get(debug, "/rlconfig").await.unwrap();
     assert_eq!(code, 200);

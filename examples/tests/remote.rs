@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -80,4 +81,33 @@ async fn the_gateway_follows_the_rate_limit_service() {
         .unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
     assert_eq!(call("10.3.0.2").await.status(), StatusCode::OK);
+    // The gateway's own layer saw every request, the service's refusal included: its observers
+    // and the anomaly controller are not blind while a service decides.
+    let seen = |rule: &str| {
+        let counters = gateway.handle.counters(rule).unwrap();
+        counters.admitted.load(Ordering::Relaxed) + counters.limited.load(Ordering::Relaxed)
+    };
+    assert_eq!(seen("per-client"), 5);
+    assert_eq!(seen("global"), 5);
+    // And /metrics says so, rendered by metrics-exporter-prometheus.
+    let metrics = http
+        .request(
+            Request::get(format!("http://{}/metrics", gateway.address))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let text = String::from_utf8(
+        http_body_util::BodyExt::collect(metrics.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains(r#"ratelimit_decisions_total{rule="global",outcome="admitted"} 5"#),
+        "{text}"
+    );
 }

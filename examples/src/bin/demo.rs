@@ -34,13 +34,7 @@ fn clients(prefix: &str, count: u32) -> Vec<String> {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,ratelimit_examples=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    ratelimit_examples::logging::init("warn,ratelimit_examples=info");
     let args = Args::parse();
     let mesh = mesh::start(mesh::MeshLimits::default()).await?;
     let egress = egress::start(mesh).await?;
@@ -112,7 +106,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total / 4,
         total / 2
     );
-    let rows = run(gateway.address, loads, true).await;
+    let rows = run(gateway.address, loads, true).await?;
     println!();
     print!("{}", table(&rows));
     println!();

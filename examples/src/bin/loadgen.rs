@@ -4,6 +4,7 @@
 //! `cargo run -p ratelimit-examples --bin loadgen -- --target 127.0.0.1:8000 --rate 200 --clients 10`
 
 use std::net::SocketAddr;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use axum::http::Method;
@@ -35,12 +36,12 @@ struct Args {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> ExitCode {
     let args = Args::parse();
     let clients = (0..args.clients.max(1))
         .map(|i| format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255))
         .collect();
-    let rows = run(
+    let result = run(
         args.target,
         vec![Load {
             name: format!("{} {}", args.method, args.path),
@@ -54,5 +55,14 @@ async fn main() {
         true,
     )
     .await;
-    print!("{}", table(&rows));
+    match result {
+        Ok(rows) => {
+            print!("{}", table(&rows));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("loadgen: {error}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::response::Html;
 use axum::routing::get;
 use clap::Parser;
 use envoy_types::pb::envoy::service::rate_limit_quota::v3::rate_limit_quota_service_server::RateLimitQuotaServiceServer;
@@ -31,10 +30,25 @@ use ratelimit_examples::envoy::metrics;
 use ratelimit_examples::envoy::quota::QuotaServer;
 use ratelimit_examples::envoy::reload::Reloader;
 use ratelimit_examples::envoy::service::RateLimitServer;
-use ratelimit_examples::envoy::settings::{Anomaly, Cli, Command, Failure, Settings};
-use ratelimit_examples::envoy::{status, telemetry};
+use ratelimit_examples::envoy::settings::{Anomaly, Backend, Cli, Command, Failure, Settings};
+use ratelimit_examples::envoy::telemetry;
+use ratelimit_examples::status::{ServiceCounters, StatusBoard};
 
 type Error = Box<dyn std::error::Error>;
+
+/// The anomaly controller's tick.
+const ANOMALY_TICK: Duration = Duration::from_secs(1);
+
+/// What the store is, for the status page: never its address, which may hold a password.
+fn store_kind(backend: &Backend) -> &'static str {
+    match backend {
+        Backend::Memory => "memory (in this process)",
+        Backend::Redis(_) => "Redis",
+        Backend::RedisCluster(_) => "Redis Cluster",
+        Backend::RedisSentinel { .. } => "Redis through Sentinel",
+        Backend::Dynamodb(_) => "DynamoDB",
+    }
+}
 
 /// The service's limits are its configuration's: anomaly actions are reported, not applied.
 struct ReportOnly;
@@ -161,12 +175,7 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
             shadow: true,
             ..ControllerConfig::default()
         });
-        Arc::new(spawn(
-            monitor,
-            controller,
-            ReportOnly,
-            Duration::from_secs(1),
-        ))
+        Arc::new(spawn(monitor, controller, ReportOnly, ANOMALY_TICK))
     });
     if settings.reload_ms == 0 {
         tracing::info!("reloading is off (--reload-ms 0)");
@@ -193,23 +202,19 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
             async move { text }
         }
     };
-    let (page_metrics, page_config, page_limiter) =
-        (server.metrics(), server.config_handle(), limiter.clone());
+    let mut board = StatusBoard::new(
+        "ratelimit-service",
+        ServiceCounters::new(server.metrics(), server.config_handle()),
+        limiter.clone(),
+        store_kind(&settings.backend),
+    )
+    .with_limited_keys(server.limited_keys());
+    if let Some(task) = anomaly {
+        board = board.with_anomaly(task, ANOMALY_TICK);
+    }
     let http = routes(server.clone(), health.clone())
         .route("/metrics", get(metrics_page.clone()))
-        .route(
-            "/status",
-            get(move || {
-                let config = page_config.read().clone();
-                let page = status::page(
-                    &page_metrics,
-                    page_limiter.store_healthy(),
-                    &config,
-                    anomaly.as_deref(),
-                );
-                async move { Html(page) }
-            }),
-        );
+        .merge(ratelimit_examples::status::routes(board.start()));
     serve_http(settings.http, http, "HTTP").await?;
     serve_http(
         settings.debug,
@@ -253,6 +258,9 @@ async fn run(settings: Settings, prometheus: PrometheusHandle) -> Result<(), Err
             health.set_stopping();
             reporter
                 .set_not_serving::<RateLimitServiceServer<RateLimitServer>>()
+                .await;
+            reporter
+                .set_not_serving::<RateLimitQuotaServiceServer<QuotaServer>>()
                 .await;
             reporter
                 .set_service_status("", tonic_health::ServingStatus::NotServing)

@@ -68,16 +68,26 @@ impl Metrics {
         self.errors.load(Ordering::Relaxed)
     }
 
-    /// The tallies for people (the status page), one `name value` a line; `/metrics` is the
-    /// recorder's ([`render`](super::render)).
+    /// Requests with a shadow or quota-mode descriptor over its limit.
+    pub fn shadow_over_limits(&self) -> u64 {
+        self.shadow_over_limit.load(Ordering::Relaxed)
+    }
+
+    /// Store calls the limiter refused as invalid.
+    pub fn refusals(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+
+    /// The tallies for people (a log line, a terminal), one `name value` a line; the status
+    /// page reads the counts one by one, and `/metrics` is the recorder's ([`render`](super::render)).
     pub fn render(&self) -> String {
         format!(
             "ok {}\nover_limit {}\nerror {}\nshadow_over_limit {}\nrefused {}\n",
             self.ok(),
             self.over_limit(),
             self.errors(),
-            self.shadow_over_limit.load(Ordering::Relaxed),
-            self.refused.load(Ordering::Relaxed),
+            self.shadow_over_limits(),
+            self.refusals(),
         )
     }
 }

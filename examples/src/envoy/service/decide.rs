@@ -199,6 +199,9 @@ impl RateLimitServer {
 
         self.record_rules(&limits, &rule_hits);
         self.metrics.answered(over);
+        if over {
+            self.record_denied(request, &slot_of, &limits);
+        }
         if let Some(monitor) = &self.monitor {
             let client = request
                 .descriptors
@@ -238,6 +241,31 @@ impl RateLimitServer {
             response_headers_to_add,
             ..RateLimitResponse::default()
         })
+    }
+
+    /// The descriptors of a denied request whose own limit was over, into the status page's
+    /// table of the most limited keys: the domain, and the entries as `key=value` (built only
+    /// for a denial; the table keeps a bounded prefix).
+    fn record_denied(&self, request: &RateLimitRequest, slot_of: &[Slot], limits: &[Merged<'_>]) {
+        for (descriptor, slot) in request.descriptors.iter().zip(slot_of) {
+            let Slot::Limit(at) = slot else { continue };
+            if !limits.get(*at).is_some_and(|l| l.is_over() && !l.is_soft()) {
+                continue;
+            }
+            let mut key = String::new();
+            for entry in &descriptor.entries {
+                if !key.is_empty() {
+                    key.push_str(", ");
+                }
+                key.push_str(&entry.key);
+                key.push('=');
+                key.push_str(&entry.value);
+                if key.len() > crate::status::limited::KEY_BYTES {
+                    break;
+                }
+            }
+            self.limited.record(&request.domain, &key);
+        }
     }
 
     /// envoyproxy/ratelimit's per-rule statistics of a decided request: each descriptor's hits

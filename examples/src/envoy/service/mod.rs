@@ -35,6 +35,7 @@ use tracing::Instrument as _;
 use crate::envoy::config::{Config, ConfigError};
 use crate::envoy::metrics::{self, DEFAULT_NEAR_LIMIT_RATIO, Metrics};
 use crate::envoy::settings::HeaderNames;
+use crate::status::LimitedKeys;
 
 mod answer;
 mod decide;
@@ -48,6 +49,8 @@ pub struct RateLimitServer {
     /// Where limits per second are counted, if not in `limiter` (`REDIS_PERSECOND`).
     per_second: Option<Arc<Limiter>>,
     metrics: Arc<Metrics>,
+    /// The descriptors denied most lately, for the status page.
+    limited: Arc<LimitedKeys>,
     monitor: Option<Arc<ratelimit_anomaly::Monitor>>,
     /// `SHADOW_MODE`: decided as usual, never answered `OVER_LIMIT` overall.
     shadow_all: bool,
@@ -74,6 +77,7 @@ impl RateLimitServer {
             limiter,
             per_second: None,
             metrics: Arc::new(Metrics::default()),
+            limited: Arc::new(LimitedKeys::default()),
             monitor: None,
             shadow_all: false,
             quota_all: false,
@@ -135,6 +139,11 @@ impl RateLimitServer {
     /// The service's counters.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.metrics.clone()
+    }
+
+    /// The descriptors denied most lately (bounded), as the status page lists them.
+    pub fn limited_keys(&self) -> Arc<LimitedKeys> {
+        self.limited.clone()
     }
 
     /// The limiter (its store's health is the service's).

@@ -46,8 +46,8 @@ pub struct Flags {
     /// Where to serve gRPC [default: `$GRPC_HOST:$GRPC_PORT`, 0.0.0.0:8081].
     #[arg(long)]
     pub grpc: Option<SocketAddr>,
-    /// Where to serve HTTP: `/healthcheck`, `/json`, `/metrics`, `/status`, `/livez`,
-    /// `/readyz` [default: `$HOST:$PORT`, 0.0.0.0:8080].
+    /// Where to serve HTTP: `/healthcheck`, `/json`, `/metrics`, `/status` and `/status.json`,
+    /// `/livez`, `/readyz` [default: `$HOST:$PORT`, 0.0.0.0:8080].
     #[arg(long)]
     pub http: Option<SocketAddr>,
     /// Where to serve the debug endpoints (`/rlconfig`) [default: `$DEBUG_HOST:$DEBUG_PORT`,
