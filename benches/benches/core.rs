@@ -3,7 +3,7 @@
 //! Each row is measured for three limiters: ours (its default clock: the time-stamp counter,
 //! calibrated to run slow, where it is invariant), governor as it ships (its quanta TSC clock), and
 //! governor on its std `Instant` clock. The 8-thread and 1,000,000-key rows compare ours with
-//! governor as it ships, and the memory row prints resident bytes per key with 1,000,000 keys.
+//! governor as it ships; memory per key is the `memory` bench's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -54,21 +54,21 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
 
 fn single_bucket(c: &mut Criterion) {
     for (row, (policy, quota), prime) in [
-        ("single_bucket/allow", never_limiting(), false),
-        ("single_bucket/deny", always_limiting(), true),
+        ("single_bucket_allow", never_limiting(), false),
+        ("single_bucket_deny", always_limiting(), true),
     ] {
         let mut g = group(c, row);
         let ours = TokenBucket::new(policy);
         let theirs = RateLimiter::direct(quota);
         let theirs_std = RateLimiter::direct_with_clock(quota, GovernorStdClock);
         if prime {
-            ours.check(1).unwrap();
+            ours.acquire(1).unwrap();
             let _ = theirs.check();
             let _ = theirs_std.check();
         }
         let expect = !prime;
         g.bench_function("ratelimit", |b| {
-            b.iter(|| assert_eq!(black_box(ours.check(1).unwrap()).is_allowed(), expect))
+            b.iter(|| assert_eq!(black_box(ours.acquire(1).unwrap()).is_allowed(), expect))
         });
         g.bench_function("governor", |b| {
             b.iter(|| assert_eq!(black_box(theirs.check()).is_ok(), expect))
@@ -82,7 +82,7 @@ fn single_bucket(c: &mut Criterion) {
 
 fn keyed_integers(c: &mut Criterion) {
     let (policy, quota) = never_limiting();
-    let mut g = group(c, "keyed/10k_u64_keys");
+    let mut g = group(c, "keyed_10k_u64_keys");
     let ours: KeyedLimiter<u64> = KeyedLimiter::new(policy);
     let theirs = RateLimiter::<u64, _, _>::keyed(quota);
     let theirs_std = RateLimiter::<u64, _, _, _>::dashmap_with_clock(quota, GovernorStdClock);
@@ -90,7 +90,7 @@ fn keyed_integers(c: &mut Criterion) {
     g.bench_function("ratelimit", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS as u64;
-            black_box(ours.check(&i, 1).unwrap()).is_allowed()
+            black_box(ours.acquire(&i, 1).unwrap()).is_allowed()
         })
     });
     g.bench_function("governor", |b| {
@@ -113,7 +113,7 @@ fn keyed_ip_strings(c: &mut Criterion) {
     let ips: Vec<String> = (0..KEYS)
         .map(|n| format!("10.{}.{}.{}", n / 65_536, (n / 256) % 256, n % 256))
         .collect();
-    let mut g = group(c, "keyed/10k_ip_string_keys");
+    let mut g = group(c, "keyed_10k_ip_string_keys");
     let ours: KeyedLimiter<String> = KeyedLimiter::new(policy);
     let theirs = RateLimiter::<String, _, _>::keyed(quota);
     let theirs_std = RateLimiter::<String, _, _, _>::dashmap_with_clock(quota, GovernorStdClock);
@@ -121,7 +121,7 @@ fn keyed_ip_strings(c: &mut Criterion) {
     g.bench_function("ratelimit", |b| {
         b.iter(|| {
             i = (i + 1) % KEYS;
-            black_box(ours.check(ips[i].as_str(), 1).unwrap()).is_allowed()
+            black_box(ours.acquire(ips[i].as_str(), 1).unwrap()).is_allowed()
         })
     });
     g.bench_function("governor", |b| {
@@ -178,7 +178,7 @@ fn eight_threads(c: &mut Criterion) {
     g.bench_function("ratelimit", |b| {
         b.iter_custom(|iters| {
             threads(8, iters, &|| {
-                black_box(ours.check(1).unwrap());
+                black_box(ours.acquire(1).unwrap());
             })
         })
     });
@@ -192,59 +192,22 @@ fn eight_threads(c: &mut Criterion) {
     g.finish();
 }
 
-/// Resident memory of this process, in bytes (Linux; 0 elsewhere).
-fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
-    pages * 4096
-}
-
 const MILLION: u64 = 1_000_000;
 
-/// Resident bytes per key with 1,000,000 keys in debt (ten an hour: none is full again during
-/// the measurement, so neither limiter may drop one).
-fn memory_per_key() {
-    let policy = Policy::per_hour(10).unwrap();
-    let quota = Quota::per_hour(nz(10));
-    let before = resident_bytes();
-    let ours: KeyedLimiter<u64> = KeyedLimiter::new(policy);
-    for key in 0..MILLION {
-        ours.check(&key, 1).unwrap();
-    }
-    let ours_bytes = resident_bytes().saturating_sub(before);
-    let before = resident_bytes();
-    let theirs = RateLimiter::<u64, _, _>::keyed(quota);
-    for key in 0..MILLION {
-        let _ = theirs.check_key(&key);
-    }
-    let theirs_bytes = resident_bytes().saturating_sub(before);
-    println!(
-        "memory with 1,000,000 keys: ratelimit {} bytes per key ({} held), governor {} bytes per key",
-        ours_bytes as u64 / MILLION,
-        ours.len(),
-        theirs_bytes as u64 / MILLION
-    );
-}
-
 fn keyed_million(c: &mut Criterion) {
-    memory_per_key();
     let (policy, quota) = never_limiting();
     let ours: KeyedLimiter<u64> = KeyedLimiter::new(policy);
     let theirs = RateLimiter::<u64, _, _>::keyed(quota);
     for key in 0..MILLION {
-        ours.check(&key, 1).unwrap();
+        ours.acquire(&key, 1).unwrap();
         let _ = theirs.check_key(&key);
     }
-    let mut g = group(c, "keyed/1m_u64_keys");
+    let mut g = group(c, "keyed_1m_u64_keys");
     let mut i = 0u64;
     g.bench_function("ratelimit", |b| {
         b.iter(|| {
             i = (i + 7_919) % MILLION;
-            black_box(ours.check(&i, 1).unwrap()).is_allowed()
+            black_box(ours.acquire(&i, 1).unwrap()).is_allowed()
         })
     });
     g.bench_function("governor", |b| {
@@ -265,7 +228,7 @@ fn contended(c: &mut Criterion) {
     g.bench_function("ratelimit", |b| {
         b.iter_custom(|iters| {
             two_threads(iters, &|| {
-                black_box(ours.check(1).unwrap());
+                black_box(ours.acquire(1).unwrap());
             })
         })
     });
