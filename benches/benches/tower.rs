@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use ratelimit_core::{Limiter, MemoryStore, Policy};
@@ -149,5 +149,35 @@ fn tonic_hello_world(c: &mut Criterion) {
     group.finish();
 }
 
+/// `RATELIMIT_PROFILE=<contender>:<requests>` runs that many admitted requests through one
+/// contender's axum router (`bare`, `ratelimit_tower` or `tower_governor`) instead of the benches,
+/// for an instruction profile: run it under `valgrind --tool=callgrind` at two counts and take the
+/// difference, which leaves out the set-up.
+fn profile(spec: &str) {
+    let (name, requests) = spec.split_once(':').unwrap_or((spec, "10000"));
+    let requests: u64 = requests
+        .parse()
+        .expect("RATELIMIT_PROFILE=<contender>:<requests>");
+    let router = match name {
+        "bare" => app(),
+        "ratelimit_tower" => app().layer(ours()),
+        "tower_governor" => app().layer(theirs()),
+        other => panic!("unknown contender {other}"),
+    };
+    runtime().block_on(async {
+        for _ in 0..requests {
+            let response = router.clone().oneshot(request()).await.unwrap();
+            assert_eq!(response.status(), 200);
+        }
+    });
+}
+
 criterion_group!(benches, axum_hello_world, tonic_hello_world);
-criterion_main!(benches);
+
+fn main() {
+    if let Ok(spec) = std::env::var("RATELIMIT_PROFILE") {
+        return profile(&spec);
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
