@@ -107,15 +107,18 @@ pub(super) fn plan(
     (client, None)
 }
 
-/// The limits of the enforced (or the shadow) checks.
+/// A check's limit: its key under its rule's policy and cost now.
+fn limit<'a>(shared: &Shared, check: &'a Check) -> Option<Limit<'a>> {
+    let rule = shared.rules.get(check.rule)?;
+    Some(Limit::new(&check.key, rule.policy.load()).with_cost(rule.cost))
+}
+
+/// The limits of the enforced (or the shadow) checks, in the checks' order.
 fn limits<'a>(shared: &Shared, checks: &'a Checks, shadow: bool) -> SmallVec<[Limit<'a>; 4]> {
     checks
         .iter()
         .filter(|c| c.shadow == shadow)
-        .filter_map(|c| {
-            let rule = shared.rules.get(c.rule)?;
-            Some(Limit::new(&c.key, rule.policy.load()).with_cost(rule.cost))
-        })
+        .filter_map(|c| limit(shared, c))
         .collect()
 }
 
@@ -126,8 +129,18 @@ pub(super) fn decide_now(
     checks: &Checks,
     shadow: bool,
 ) -> Option<Option<Verdict>> {
-    if !checks.iter().any(|c| c.shadow == shadow) {
-        return Some(None);
+    // A request that matched one rule, the usual case, has its one limit on the stack: collecting
+    // it into a vector of limits cost more than the limit itself.
+    if let [check] = checks.as_slice() {
+        let Some(limit) = (check.shadow == shadow)
+            .then(|| limit(shared, check))
+            .flatten()
+        else {
+            return Some(None);
+        };
+        let limits = [limit];
+        let answer = shared.limiter.acquire_sync(&limits)?;
+        return Some(Some(settle(&limits, answer)));
     }
     let limits = limits(shared, checks, shadow);
     if limits.is_empty() {

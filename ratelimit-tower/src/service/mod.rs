@@ -100,7 +100,6 @@ where
             // No rule applies: the inner service's future, untouched but for one word.
             return ResponseFuture::calling(self.inner.call(request), None);
         }
-        let grpc = is_grpc(&request);
         let facts = (!shared.observers.is_empty()).then(|| Facts {
             method: request.method().clone(),
             uri: request.uri().clone(),
@@ -109,20 +108,18 @@ where
         });
         if let Some(early) = early {
             let response = match early {
-                Early::Blocked(rejection) => reject(shared, rejection, grpc, &[]),
+                Early::Blocked(rejection) => reject(shared, rejection, is_grpc(&request), &[]),
                 Early::NoKey { rule, status } => no_key_response(&rule, status),
             };
             notify_response(shared, facts.as_ref(), &response, true);
             return ResponseFuture::ready(response);
         }
         // The request's span around its store call and decisions (one child span per rule, see
-        // report.rs), for a subscriber that wants it; otherwise a no-op span.
-        let span = if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug_span!("ratelimit.request", rules = checks.len())
-        } else {
-            tracing::Span::none()
-        };
-        let entered = span.enter();
+        // report.rs), only for a subscriber that wants it: even a disabled span costs its
+        // enter, exit and drop on every request.
+        let span = tracing::enabled!(tracing::Level::DEBUG)
+            .then(|| tracing::debug_span!("ratelimit.request", rules = checks.len()));
+        let entered = span.as_ref().map(tracing::Span::enter);
         // An in-process store decides right here: the request then costs no future of ours, only
         // the inner service's. A remote store is awaited in a boxed future.
         let (Some(verdict), Some(shadow_verdict)) = (
@@ -137,18 +134,17 @@ where
                 inner,
                 request,
                 checks,
-                grpc,
                 facts,
-                span.clone(),
+                span.clone().unwrap_or_else(tracing::Span::none),
             ));
         };
         let concluded = conclude(
             shared,
             &checks,
-            verdict,
-            shadow_verdict,
-            grpc,
+            (verdict, shadow_verdict),
+            || is_grpc(&request),
             facts.as_ref(),
+            span.is_some(),
         );
         drop(entered);
         match concluded {
@@ -178,7 +174,6 @@ async fn decide_then_call<S, ReqBody, ResBody>(
     mut inner: S,
     request: Request<ReqBody>,
     checks: Checks,
-    grpc: bool,
     facts: Option<Facts>,
     span: tracing::Span,
 ) -> Result<Response<ResBody>, S::Error>
@@ -186,6 +181,8 @@ where
     S: tower_service::Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: RejectionBody,
 {
+    // Read before the store is awaited: the request's body need not be `Sync`.
+    let grpc = is_grpc(&request);
     let concluded = async {
         let verdict = decide(&shared, &checks, false).await;
         let shadow_verdict = decide(&shared, &checks, true).await;
@@ -195,10 +192,10 @@ where
             conclude(
                 &shared,
                 &checks,
-                verdict,
-                shadow_verdict,
-                grpc,
+                (verdict, shadow_verdict),
+                || grpc,
                 facts.as_ref(),
+                !span.is_none(),
             )
         })
     }
@@ -220,22 +217,25 @@ where
     }
 }
 
-/// Reports the decisions; then either the rejection to send, or the header fields to add to the
-/// inner service's response (when configured).
+/// Reports the decisions (the enforced and the shadow checks' verdicts, each in a span of its own
+/// when the request is `traced`); then either the rejection to send (in gRPC's terms when `grpc`
+/// says so, asked only then), or the header fields to add to the inner service's response (when
+/// configured).
 fn conclude<B: RejectionBody>(
     shared: &Shared,
     checks: &Checks,
-    verdict: Option<Verdict>,
-    shadow_verdict: Option<Verdict>,
-    grpc: bool,
+    (verdict, shadow_verdict): (Option<Verdict>, Option<Verdict>),
+    grpc: impl FnOnce() -> bool,
     facts: Option<&Facts>,
+    traced: bool,
 ) -> Result<Option<http::HeaderMap>, Response<B>> {
-    report(shared, checks, false, verdict.as_ref(), facts);
-    report(shared, checks, true, shadow_verdict.as_ref(), facts);
+    report(shared, checks, false, verdict.as_ref(), facts, traced);
+    report(shared, checks, true, shadow_verdict.as_ref(), facts, traced);
     let Some(verdict) = verdict else {
         return Ok(None);
     };
     if !verdict.is_allowed() {
+        let grpc = grpc();
         let states = limit_states(shared, checks, &verdict);
         let rejection = Rejection {
             rule: denying_rule(shared, checks, &verdict),

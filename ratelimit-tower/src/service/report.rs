@@ -15,13 +15,16 @@ use crate::metrics::RuleCounters;
 use crate::observer::{DecisionEvent, Outcome, ResponseEvent};
 use crate::shared::Shared;
 
-/// Counts, logs and reports each decision of the enforced (or shadow) checks.
+/// Counts, logs and reports each decision of the enforced (or shadow) checks; `traced` says whether
+/// the request has a span, and so whether each decision gets one (asked once per request: with
+/// tracing's `log` fallback, each `enabled!` costs a call into the logger).
 pub(super) fn report(
     shared: &Shared,
     checks: &Checks,
     shadow: bool,
     verdict: Option<&Verdict>,
     facts: Option<&Facts>,
+    traced: bool,
 ) {
     let Some(verdict) = verdict else { return };
     let at = facts.map(|_| Instant::now());
@@ -40,7 +43,7 @@ pub(super) fn report(
         // tracing subscriber that wants it: tracing's `log` fallback would otherwise evaluate the
         // fields (the key's hash) on every request of a process without one. The key is hashed:
         // traces leave the process, client addresses should not.
-        let _decision = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let _decision = traced.then(|| {
             tracing::debug_span!(
                 "ratelimit.decision",
                 rule = %rule.name,
