@@ -158,7 +158,7 @@ pub async fn start(
     // Clients the monitor has not seen before an anomaly share one budget while the controller
     // asks for it (persistent ones another); otherwise the rules let everything through unlooked
     // at.
-    let (newcomers, persistent, gate) = newcomer_rules(
+    let newcomers = newcomer_rules(
         monitor.clone(),
         trusted.clone(),
         "newcomers",
@@ -177,8 +177,9 @@ pub async fn start(
             // shows the observers (the anomaly controller) who each client is.
             .shadow(config.remote.is_some()),
         )
-        .rule(newcomers)
-        .rule(persistent)
+        .rule(newcomers.newcomers)
+        .rule(newcomers.persistent)
+        .rule(newcomers.by_network)
         .rule(Rule::new(
             "global",
             KeyExtractor::Global,
@@ -196,12 +197,7 @@ pub async fn start(
     let anomaly = Arc::new(spawn(
         monitor,
         Controller::new(config.anomaly),
-        TowerActuator::new(handle.clone(), "global")?.with_newcomer_rules(
-            "newcomers",
-            "persistent-newcomers",
-            gate,
-            tick,
-        )?,
+        TowerActuator::new(handle.clone(), "global")?.with_newcomer_rules(newcomers.gate, tick)?,
         tick,
     ));
     let upstream = Upstream {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ratelimit_core::Policy;
 use ratelimit_tower::{
-    ControlError, DecisionEvent, DecisionObserver, KeyExtractor, MissingKey, Outcome,
-    RateLimitHandle, ResponseEvent, Rule, TrustedProxies,
+    ControlError, CustomExtractor, DecisionEvent, DecisionObserver, IpPrefixes, KeyExtractor,
+    MissingKey, Outcome, RateLimitHandle, ResponseEvent, Rule, TrustedProxies,
 };
 
 use crate::actuator::{Actuator, scaled};
@@ -107,47 +107,103 @@ impl DecisionObserver for TowerObserver {
     }
 }
 
+/// The newcomers' budgets a network of newcomers may spend at most one share of: a /24 or a /48
+/// (or the clients' own prefixes, when coarser) can take a quarter of the newcomers' requests a
+/// tick, and no more.
+///
+/// Without it, one attacker who owns a network (any IPv6 customer has a /48: 65,536 /64 clients,
+/// each new, none ever persistent) can rotate its sources through it faster than any source turns
+/// persistent and spend the whole newcomers' budget, so that nobody arriving from anywhere else
+/// gets in while the flood lasts.
+pub const NETWORK_SHARE_DIVISOR: u32 = 4;
+
+/// The prefixes newcomers are grouped into networks by: /24 for IPv4, /48 for IPv6.
+pub const NEWCOMER_NETWORK_PREFIXES: (u8, u8) = (24, 48);
+
 /// The switch of the newcomer rules ([`newcomer_rules`]): off, the rules let every request
 /// through without a look; on, clients that are not established share the rules' buckets.
 #[derive(Clone)]
 pub struct NewcomerGate {
     // Relaxed: a request that races the switch is decided as if a moment earlier or later.
     active: Arc<AtomicBool>,
+    // The names of the rules it switches: newcomers, persistent newcomers, newcomers by network.
+    rules: Arc<[String; 3]>,
 }
 
-/// Two rules that hold every client the monitor does not know as established to shared budgets
-/// while the controller asks for it ([`Action::LimitNewcomers`]), and do nothing otherwise:
-/// `name` for newcomers, `persistent_name` for persistent newcomers (sources active in many ticks
-/// of one session, [`Persistence`](crate::Persistence)), so that a flood of machines cannot spend
-/// the budget of people arriving with it. Clients are keyed as `trusted` keys them, which must be
-/// how the observed rule keys them, so that the monitor's cohorts and these rules agree on who is
-/// who. Add both rules to the layer and the gate to the actuator
-/// ([`TowerActuator::with_newcomer_rules`]).
+/// The rules that hold newcomers to their budgets, made by [`newcomer_rules`]: add the three rules
+/// to the layer and the gate to the actuator ([`TowerActuator::with_newcomer_rules`]).
+pub struct NewcomerRules {
+    /// Every newcomer that is not persistent, in one bucket: the people arriving.
+    pub newcomers: Rule,
+    /// Persistent newcomers (sources active in many ticks of one session,
+    /// [`Persistence`](crate::Persistence)), in a bucket of their own, so that a flood of machines
+    /// cannot spend the budget of people arriving with it.
+    pub persistent: Rule,
+    /// Every newcomer that is not persistent, by network ([`NEWCOMER_NETWORK_PREFIXES`]): no
+    /// network spends more than its share ([`NETWORK_SHARE_DIVISOR`]) of the newcomers' budget.
+    pub by_network: Rule,
+    /// Their switch, for the actuator.
+    pub gate: NewcomerGate,
+}
+
+/// Rules that hold every client the monitor does not know as established to shared budgets while
+/// the controller asks for it ([`Action::LimitNewcomers`]), and do nothing otherwise: `name` for
+/// newcomers, `persistent_name` for persistent newcomers and `<name>-by-network` for each network
+/// of newcomers ([`NewcomerRules`]). Clients are keyed as `trusted` keys them, which must be how
+/// the observed rule keys them, so that the monitor's cohorts and these rules agree on who is who.
 pub fn newcomer_rules(
     monitor: Arc<Monitor>,
     trusted: TrustedProxies,
     name: &str,
     persistent_name: &str,
-) -> Result<(Rule, Rule, NewcomerGate), ratelimit_core::PolicyError> {
+) -> Result<NewcomerRules, ratelimit_core::PolicyError> {
+    let network_name = format!("{name}-by-network");
     let gate = NewcomerGate {
         active: Arc::new(AtomicBool::new(false)),
+        rules: Arc::new([
+            name.to_string(),
+            persistent_name.to_string(),
+            network_name.clone(),
+        ]),
     };
-    let rule = |wanted: Standing, name: &str| -> Result<Rule, ratelimit_core::PolicyError> {
+    // A network is a /24 or /48, or the clients' own prefix where that is coarser: a network is
+    // never smaller than one client.
+    let prefixes = trusted.prefixes();
+    let (v4, v6) = NEWCOMER_NETWORK_PREFIXES;
+    // Both prefixes are at most valid ones, so `new` cannot refuse them; were it to, the clients'
+    // own prefixes are the next best networks.
+    let networks = trusted.clone().with_prefixes(
+        IpPrefixes::new(prefixes.v4().min(v4), prefixes.v6().min(v6)).unwrap_or(prefixes),
+    );
+    // Keyed by `key` (the newcomers' one bucket, or the client's network) when the gate is on
+    // and the client's standing is `wanted`; skipped otherwise.
+    let rule = |wanted: Standing,
+                name: &str,
+                key: CustomExtractor|
+     -> Result<Rule, ratelimit_core::PolicyError> {
         let (active, monitor, trusted) = (gate.active.clone(), monitor.clone(), trusted.clone());
         let extractor = KeyExtractor::custom(move |request| {
             if !active.load(Ordering::Relaxed) {
                 return None;
             }
             let client = trusted.client_key(request).ok()?;
-            (monitor.standing(&client) == wanted).then(|| "newcomers".to_string())
+            (monitor.standing(&client) == wanted)
+                .then(|| key(request))
+                .flatten()
         });
         Ok(Rule::new(name, extractor, Policy::per_second(1)?).on_missing_key(MissingKey::Skip))
     };
-    Ok((
-        rule(Standing::Newcomer, name)?,
-        rule(Standing::Persistent, persistent_name)?,
+    let everyone = || -> CustomExtractor { Arc::new(|_| Some("newcomers".to_string())) };
+    Ok(NewcomerRules {
+        newcomers: rule(Standing::Newcomer, name, everyone())?,
+        persistent: rule(Standing::Persistent, persistent_name, everyone())?,
+        by_network: rule(
+            Standing::Newcomer,
+            &network_name,
+            Arc::new(move |request| networks.client_key(request).ok()),
+        )?,
         gate,
-    ))
+    })
 }
 
 /// Applies actions through a layer's handle: a key's penalty blocks it for its time to live, and
@@ -158,8 +214,8 @@ pub struct TowerActuator {
     base: Policy,
     // route -> (rule, its policy when mapped)
     routes: Vec<(String, String, Policy)>,
-    // (newcomers' rule, persistent newcomers' rule, their switch, the tick)
-    newcomers: Option<(String, String, NewcomerGate, Duration)>,
+    // the newcomer rules' switch (which names them) and the tick
+    newcomers: Option<(NewcomerGate, Duration)>,
 }
 
 impl TowerActuator {
@@ -174,18 +230,17 @@ impl TowerActuator {
         })
     }
 
-    /// The same actuator setting the newcomer rules `rule` and `persistent_rule` (made by
-    /// [`newcomer_rules`], switched by `gate`) to the controller's budgets per `tick`.
+    /// The same actuator setting the newcomer rules that `gate` switches (made by
+    /// [`newcomer_rules`]) to the controller's budgets per `tick`.
     pub fn with_newcomer_rules(
         mut self,
-        rule: &str,
-        persistent_rule: &str,
         gate: NewcomerGate,
         tick: Duration,
     ) -> Result<Self, ControlError> {
-        self.handle.policy(rule)?;
-        self.handle.policy(persistent_rule)?;
-        self.newcomers = Some((rule.to_string(), persistent_rule.to_string(), gate, tick));
+        for rule in gate.rules.iter() {
+            self.handle.policy(rule)?;
+        }
+        self.newcomers = Some((gate, tick));
         Ok(self)
     }
 
@@ -224,16 +279,21 @@ impl Actuator for TowerActuator {
                 persistent_per_tick,
                 ..
             } => {
-                let Some((rule, persistent_rule, gate, tick)) = &self.newcomers else {
+                let Some((gate, tick)) = &self.newcomers else {
                     return;
                 };
                 // The whole budget may be spent at once: a tick's worth is the burst.
                 let budget = |per_tick: u32| {
                     Policy::new(per_tick.max(1), *tick).and_then(|p| p.with_burst(per_tick.max(1)))
                 };
+                let [rule, persistent_rule, network_rule] = &*gate.rules;
+                let budgets = [
+                    (rule, *per_tick),
+                    (persistent_rule, *persistent_per_tick),
+                    (network_rule, per_tick / NETWORK_SHARE_DIVISOR),
+                ];
                 let mut set = true;
-                for (rule, per_tick) in [(rule, *per_tick), (persistent_rule, *persistent_per_tick)]
-                {
+                for (rule, per_tick) in budgets {
                     let result = budget(per_tick)
                         .map_err(|e| e.to_string())
                         .and_then(|p| self.handle.set_policy(rule, p).map_err(|e| e.to_string()));
@@ -247,7 +307,7 @@ impl Actuator for TowerActuator {
                 }
             }
             Action::LiftNewcomers { .. } => {
-                if let Some((_, _, gate, _)) = &self.newcomers {
+                if let Some((gate, _)) = &self.newcomers {
                     gate.active.store(false, Ordering::Relaxed);
                 }
             }
