@@ -141,7 +141,7 @@ where
         let concluded = conclude(
             shared,
             &checks,
-            (verdict, shadow_verdict),
+            (verdict.as_ref(), shadow_verdict.as_ref()),
             || is_grpc(&request),
             facts.as_ref(),
             span.is_some(),
@@ -192,7 +192,7 @@ where
             conclude(
                 &shared,
                 &checks,
-                (verdict, shadow_verdict),
+                (verdict.as_ref(), shadow_verdict.as_ref()),
                 || grpc,
                 facts.as_ref(),
                 !span.is_none(),
@@ -224,21 +224,21 @@ where
 fn conclude<B: RejectionBody>(
     shared: &Shared,
     checks: &Checks,
-    (verdict, shadow_verdict): (Option<Verdict>, Option<Verdict>),
+    (verdict, shadow_verdict): (Option<&Verdict>, Option<&Verdict>),
     grpc: impl FnOnce() -> bool,
     facts: Option<&Facts>,
     traced: bool,
 ) -> Result<Option<http::HeaderMap>, Response<B>> {
-    report(shared, checks, false, verdict.as_ref(), facts, traced);
-    report(shared, checks, true, shadow_verdict.as_ref(), facts, traced);
+    report(shared, checks, false, verdict, facts, traced);
+    report(shared, checks, true, shadow_verdict, facts, traced);
     let Some(verdict) = verdict else {
         return Ok(None);
     };
     if !verdict.is_allowed() {
         let grpc = grpc();
-        let states = limit_states(shared, checks, &verdict);
+        let states = limit_states(shared, checks, verdict);
         let rejection = Rejection {
-            rule: denying_rule(shared, checks, &verdict),
+            rule: denying_rule(shared, checks, verdict),
             retry_after: verdict
                 .decision()
                 .map_or(Duration::from_secs(1), |d| d.retry_after()),
@@ -253,7 +253,7 @@ fn conclude<B: RejectionBody>(
     response::write_headers(
         &mut headers,
         &shared.headers,
-        &limit_states(shared, checks, &verdict),
+        &limit_states(shared, checks, verdict),
     );
     Ok(Some(headers))
 }
