@@ -11,7 +11,7 @@ use std::time::Duration;
 use ratelimit_core::Policy;
 use ratelimit_tower::{
     ControlError, CustomExtractor, DecisionEvent, DecisionObserver, IpPrefixes, KeyExtractor,
-    MissingKey, Outcome, RateLimitHandle, ResponseEvent, Rule, TrustedProxies,
+    Matcher, MissingKey, Outcome, RateLimitHandle, ResponseEvent, Rule, TrustedProxies,
 };
 
 use crate::actuator::{Actuator, scaled};
@@ -183,15 +183,16 @@ pub fn newcomer_rules(
      -> Result<Rule, ratelimit_core::PolicyError> {
         let (active, monitor, trusted) = (gate.active.clone(), monitor.clone(), trusted.clone());
         let extractor = KeyExtractor::custom(move |request| {
-            if !active.load(Ordering::Relaxed) {
-                return None;
-            }
             let client = trusted.client_key(request).ok()?;
             (monitor.standing(&client) == wanted)
                 .then(|| key(request))
                 .flatten()
         });
-        Ok(Rule::new(name, extractor, Policy::per_second(1)?).on_missing_key(MissingKey::Skip))
+        // Switched off, the rule does not match at all: no key is looked for, and the rule's
+        // keyless count stays for the requests it let through while on.
+        Ok(Rule::new(name, extractor, Policy::per_second(1)?)
+            .matching(Matcher::any().when(move |_| active.load(Ordering::Relaxed)))
+            .on_missing_key(MissingKey::Skip))
     };
     let everyone = || -> CustomExtractor { Arc::new(|_| Some("newcomers".to_string())) };
     Ok(NewcomerRules {

@@ -30,6 +30,17 @@ pub struct Matcher {
     methods: Vec<Method>,
     host: Option<String>,
     header: Option<HeaderName>,
+    when: Option<Condition>,
+}
+
+/// A condition of the application's own, for [`Matcher::when`].
+#[derive(Clone)]
+struct Condition(Arc<dyn Fn(&RequestView<'_>) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Condition(..)")
+    }
 }
 
 impl Matcher {
@@ -71,6 +82,17 @@ impl Matcher {
         self
     }
 
+    /// Also requires `condition` to hold, asked last and before any key is extracted: a rule
+    /// switched off this way passes requests without a word, where an extractor that finds no key
+    /// would count and report each one as keyless.
+    pub fn when(
+        mut self,
+        condition: impl Fn(&RequestView<'_>) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.when = Some(Condition(Arc::new(condition)));
+        self
+    }
+
     /// Whether the request matches.
     pub fn matches(&self, request: &RequestView<'_>) -> bool {
         self.path
@@ -85,6 +107,7 @@ impl Matcher {
                 .header
                 .as_ref()
                 .is_none_or(|h| request.headers.contains_key(h))
+            && self.when.as_ref().is_none_or(|c| (c.0)(request))
     }
 }
 
@@ -217,6 +240,26 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_is_asked_last_and_decides() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let request = http::Request::get("/a").body(()).unwrap_or_default();
+        let view = RequestView::of(&request);
+        assert!(Matcher::any().when(|r| r.uri.path() == "/a").matches(&view));
+        assert!(!Matcher::any().when(|_| false).matches(&view));
+        let asked = Arc::new(AtomicBool::new(false));
+        let flag = asked.clone();
+        let matcher = Matcher::path("/b").when(move |_| {
+            flag.store(true, Ordering::Relaxed);
+            true
+        });
+        assert!(!matcher.matches(&view));
+        assert!(
+            !asked.load(Ordering::Relaxed),
+            "asked though the path did not match"
+        );
+    }
 
     #[test]
     fn path_patterns() {
