@@ -2,13 +2,12 @@
 //! and an actuator that applies actions through the layer's [`RateLimitHandle`]. The tick task that
 //! runs the [`Controller`](crate::Controller) between them is [`spawn`] (from [`tick`](crate::tick), re-exported here).
 
-use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ratelimit_core::Policy;
+use ratelimit_core::key::AddressText;
 use ratelimit_tower::{
     ControlError, CustomExtractor, DecisionEvent, DecisionObserver, IpPrefixes, KeyExtractor,
     Matcher, MissingKey, Outcome, RateLimitHandle, ResponseEvent, Rule, TrustedProxies,
@@ -42,44 +41,16 @@ impl TowerObserver {
     }
 }
 
-/// An address as text on the stack: the hot path does not allocate.
-struct AddressText {
-    buffer: [u8; 48],
-    len: usize,
-}
-
-impl std::fmt::Write for AddressText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let slot = self.buffer.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        slot.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
-impl AddressText {
-    fn of(address: IpAddr) -> Self {
-        let mut text = AddressText {
-            buffer: [0; 48],
-            len: 0,
-        };
-        // An IPv6 address is at most 45 characters: this cannot fail.
-        let _ = write!(text, "{address}");
-        text
-    }
-
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.buffer[..self.len]).unwrap_or("")
-    }
-}
-
 impl DecisionObserver for TowerObserver {
     fn on_decision(&self, event: &DecisionEvent<'_>) {
         if event.rule != self.rule {
             return;
         }
-        let address = event.client.map(AddressText::of);
+        // Observing clients, the rule's key is the client: the address is not written out.
+        let address = match self.dimension {
+            Dimension::Client => None,
+            Dimension::ApiKey | Dimension::Route => event.client.map(AddressText::of),
+        };
         let client = address.as_ref().map(AddressText::as_str);
         let key = Some(event.key);
         let mut request = RequestEvent {
