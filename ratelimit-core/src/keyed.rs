@@ -172,7 +172,8 @@ impl<K: Hash + Eq + Clone, C: Clock> KeyedLimiter<K, C> {
                 cost: *cost,
             });
         }
-        Ok(self.state.acquire_all(&items, self.clock.now()))
+        let (allowed, decisions) = self.state.acquire_all(&items, self.clock.now());
+        Ok((allowed, decisions.into_vec()))
     }
 
     /// Waits until `cost` is admitted for `key`, then returns its decision. Cancellation-safe:

@@ -1,8 +1,10 @@
 //! The in-process store: the keyed table behind the `Store` contract.
 
 use async_trait::async_trait;
+use smallvec::SmallVec;
 
 use crate::clock::{Clock, MonotonicClock};
+use crate::decision::Decision;
 use crate::error::StoreError;
 use crate::keyed::DEFAULT_MAX_KEYS;
 use crate::keyed_state::{KeyedItem, KeyedState};
@@ -97,7 +99,8 @@ impl<C: Clock> MemoryStore<C> {
                 .acquire(limit.key, &limit.policy, limit.cost, now);
             return Ok(Verdict::single(decision));
         }
-        let items: Vec<KeyedItem<'_, str>> = limits
+        // Inline for a few limits, as the table's own lists are: no allocation per request.
+        let items: SmallVec<[KeyedItem<'_, str>; 4]> = limits
             .iter()
             .map(|l| KeyedItem {
                 key: l.key,
@@ -106,19 +109,19 @@ impl<C: Clock> MemoryStore<C> {
             })
             .collect();
         let (allowed, decisions) = self.state.acquire_all(&items, now);
-        Ok(Verdict::new(allowed, decisions))
+        Ok(Verdict::from_decisions(allowed, decisions))
     }
 
     /// [`Store::peek`], synchronously.
     pub(crate) fn peek_local(&self, limits: &[Limit<'_>]) -> Result<Verdict, StoreError> {
         validate(limits)?;
         let now = self.clock.now();
-        let decisions: Vec<_> = limits
+        let decisions: SmallVec<[Decision; 2]> = limits
             .iter()
             .map(|l| self.state.peek(l.key, &l.policy, l.cost, now))
             .collect();
         let allowed = decisions.iter().all(|d| d.is_allowed());
-        Ok(Verdict::new(allowed, decisions))
+        Ok(Verdict::from_decisions(allowed, decisions))
     }
 }
 

@@ -64,6 +64,15 @@ impl Verdict {
         }
     }
 
+    /// [`new`](Self::new) from decisions already gathered inline.
+    pub(crate) fn from_decisions(allowed: bool, decisions: SmallVec<[Decision; 2]>) -> Self {
+        Verdict {
+            allowed,
+            decisions,
+            degraded: None,
+        }
+    }
+
     /// The verdict of a request of one limit.
     pub fn single(decision: Decision) -> Self {
         let mut decisions = SmallVec::new();

@@ -9,6 +9,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::RwLockWriteGuard;
+use smallvec::SmallVec;
 
 use crate::decision::Decision;
 use crate::gcra;
@@ -18,21 +19,25 @@ use super::{Entry, KeyedItem, KeyedState, Shard};
 impl<K: Hash + Eq> KeyedState<K> {
     /// Decides several limits as one: all are debited, or none. Keys must be distinct and costs
     /// valid. Returns whether the request was admitted and each limit's decision, in order.
+    ///
+    /// The working lists are inline for up to four limits (a client's, a route's and a global
+    /// rule, say): a request of a few limits allocates nothing here but a new key.
     pub(crate) fn acquire_all<Q>(
         &self,
         items: &[KeyedItem<'_, Q>],
         now: u64,
-    ) -> (bool, Vec<Decision>)
+    ) -> (bool, SmallVec<[Decision; 2]>)
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
     {
-        let hashes: Vec<u64> = items.iter().map(|item| self.hash(item.key)).collect();
-        let mut shard_ids: Vec<usize> = hashes.iter().map(|h| self.shard_index(*h)).collect();
+        let hashes: SmallVec<[u64; 4]> = items.iter().map(|item| self.hash(item.key)).collect();
+        let mut shard_ids: SmallVec<[usize; 4]> =
+            hashes.iter().map(|h| self.shard_index(*h)).collect();
         shard_ids.sort_unstable();
         shard_ids.dedup();
         // Which of the locked shards each item lives in.
-        let slots: Vec<usize> = hashes
+        let slots: SmallVec<[usize; 4]> = hashes
             .iter()
             .map(|h| {
                 let id = self.shard_index(*h);
@@ -41,7 +46,7 @@ impl<K: Hash + Eq> KeyedState<K> {
             .collect();
         // Ascending shard order: every multi-limit check locks in the same order, so none can wait
         // on another in a cycle. Single-key paths hold at most one shard lock at a time.
-        let mut guards: Vec<RwLockWriteGuard<'_, Shard<K>>> = shard_ids
+        let mut guards: SmallVec<[RwLockWriteGuard<'_, Shard<K>>; 4]> = shard_ids
             .iter()
             .filter_map(|id| self.shards.get(*id).map(|s| s.write()))
             .collect();
@@ -54,7 +59,7 @@ impl<K: Hash + Eq> KeyedState<K> {
         }
 
         // Decide every limit on the locked state.
-        let mut steps = Vec::with_capacity(items.len());
+        let mut steps: SmallVec<[_; 4]> = SmallVec::with_capacity(items.len());
         let mut allowed = true;
         for ((item, hash), slot) in items.iter().zip(&hashes).zip(&slots) {
             let existing = guards.get(*slot).and_then(|g| {
