@@ -146,9 +146,11 @@ pub(super) fn notify_response<B>(
     limited: bool,
 ) {
     let Some(facts) = facts else { return };
+    // A static name: looking a header up by `&str` parses the name on every response.
+    static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
     let grpc_status = response
         .headers()
-        .get("grpc-status")
+        .get(&GRPC_STATUS)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse().ok());
     let event = ResponseEvent {
