@@ -33,24 +33,22 @@ impl Controller {
                 let normal_persistent = self.persistent.mean().min(normal);
                 let fresh = ((headroom * (normal - normal_persistent)).ceil() as u32).max(floor);
                 let persistent = ((headroom * normal_persistent).ceil() as u32).max(floor);
-                self.newcomer_budget = Some((fresh, persistent));
-                actions.push(Action::LimitNewcomers {
-                    per_tick: fresh,
-                    persistent_per_tick: persistent,
-                    reason: newcomers_reason(newcomers, normal),
-                });
+                self.set_newcomer_budget(
+                    (fresh, persistent),
+                    newcomers_reason(newcomers, normal),
+                    actions,
+                );
                 return;
             }
             // Still hurting with the budget in force: halve what the newcomers share (it grows
             // again while the backend is healthy) before touching anyone else.
             Some((fresh, persistent)) if fresh > floor => {
                 let fresh = ((f64::from(fresh) * self.config.tighten_factor) as u32).max(floor);
-                self.newcomer_budget = Some((fresh, persistent));
-                actions.push(Action::LimitNewcomers {
-                    per_tick: fresh,
-                    persistent_per_tick: persistent,
-                    reason: newcomers_reason(newcomers, normal),
-                });
+                self.set_newcomer_budget(
+                    (fresh, persistent),
+                    newcomers_reason(newcomers, normal),
+                    actions,
+                );
                 return;
             }
             _ => {}
@@ -82,6 +80,21 @@ impl Controller {
         }
     }
 
+    /// Puts the newcomers' budget (fresh, persistent) in force, for `reason`.
+    fn set_newcomer_budget(
+        &mut self,
+        (fresh, persistent): (u32, u32),
+        reason: Reason,
+        actions: &mut Vec<Action>,
+    ) {
+        self.newcomer_budget = Some((fresh, persistent));
+        actions.push(Action::LimitNewcomers {
+            per_tick: fresh,
+            persistent_per_tick: persistent,
+            reason,
+        });
+    }
+
     /// While mitigating on a healthy backend, newcomers (not persistent) turned away for want of
     /// budget get more of it: doubled, up to what they asked for, once a tightening has had
     /// `confirm_ticks` to show its effect. A flash crowd arriving during a flood is served once the
@@ -106,11 +119,9 @@ impl Controller {
         let grown = u32::try_from(asked)
             .unwrap_or(u32::MAX)
             .min(fresh.saturating_mul(2));
-        self.newcomer_budget = Some((grown, persistent));
-        actions.push(Action::LimitNewcomers {
-            per_tick: grown,
-            persistent_per_tick: persistent,
-            reason: Reason {
+        self.set_newcomer_budget(
+            (grown, persistent),
+            Reason {
                 signal: Signal::HealthyBackend,
                 score: 0.0,
                 observed: asked as f64,
@@ -122,7 +133,8 @@ impl Controller {
                     quiet_ticks: self.config.quiet_ticks,
                 },
             },
-        });
+            actions,
+        );
     }
 
     pub(super) fn surging_route(&self, stats: &TickStats) -> Option<(String, f64, f64)> {
